@@ -24,7 +24,7 @@ class IdMap:
         index = pd.Index(ids)
         if not index.is_unique:
             dup = index[index.duplicated()][0]
-            raise ValueError(f"{kind} id {dup!r} appears twice in the id map")
+            raise ValueError(f"{kind} id {_plain(dup)!r} appears twice in the id map")
         ids.setflags(write=False)
         self._ids = ids
         self._index = index

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 _YEAR = re.compile(r"\((\d{4})(?:[-–]\d{0,4})?\)\s*$")
 NO_GENRES = "(no genres listed)"
+RATING_FIELDS = ("user id", "movie id", "rating", "timestamp")
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def _unique_ids(table: Table, column: object, label: str = "movie id") -> np.nda
 # -- ML-1M ---------------------------------------------------------------------------------
 def _read_dat_ratings(path: Path) -> Table:
     # the timestamp may be empty ("3000::2987::4::"): missing, not an error
-    return read_table(path, sep="::", n_fields=4, min_fields=3)
+    return read_table(path, sep="::", n_fields=4, min_fields=3, field_names=RATING_FIELDS)
 
 
 def _read_dat_movies(path: Path) -> MovieTable:
@@ -98,7 +99,7 @@ def _read_dat_users(path: Path) -> pd.DataFrame:
 
 # -- ML-100K -------------------------------------------------------------------------------
 def _read_100k_ratings(path: Path) -> Table:
-    return read_table(path, sep="\t", n_fields=4)
+    return read_table(path, sep="\t", n_fields=4, field_names=RATING_FIELDS)
 
 
 def _read_100k_movies(path: Path) -> MovieTable:
@@ -135,7 +136,7 @@ _CSV_RATING_HEADER = ["userId", "movieId", "rating", "timestamp"]
 
 
 def _read_csv_ratings(path: Path) -> Table:
-    table = read_table(path, sep=",", n_fields=4, header=True, min_fields=3)
+    table = read_table(path, sep=",", n_fields=4, header=True, min_fields=3, field_names=RATING_FIELDS)
     if list(table.frame.columns) != _CSV_RATING_HEADER:
         raise DataFormatError(f"header {list(table.frame.columns)} is not {_CSV_RATING_HEADER}", path=path, line=1)
     table.frame.columns = range(4)

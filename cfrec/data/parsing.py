@@ -70,12 +70,13 @@ def read_table(
     encoding: str = "utf-8",
     quoted: bool = False,
     min_fields: int | None = None,
+    field_names: tuple[str, ...] | None = None,
 ) -> Table:
     """Parse a delimited file of ``n_fields`` columns (0, 1, ... or the header's names).
 
     Lines with more than ``n_fields`` fields, or fewer than ``min_fields`` (default all), are
-    errors naming the line. Blank lines are skipped and counted in the log. Numeric-looking
-    columns come out numeric; others as strings.
+    errors naming the line (and the field, by ``field_names`` where given). Blank lines are
+    skipped and counted in the log. Numeric-looking columns come out numeric; others as strings.
     """
     path = Path(path)
     data = read_bytes(path)
@@ -118,9 +119,10 @@ def read_table(
     short = frame.iloc[:, :need].isna().any(axis=1).to_numpy()
     if short.any():
         row = int(np.flatnonzero(short)[0])
-        missing = frame.columns[frame.iloc[row, :need].isna().to_numpy()][0]
+        column = int(np.flatnonzero(frame.iloc[row, :need].isna().to_numpy())[0])
+        label = field_names[column] if field_names else f"field {column + 1}"
         raise DataFormatError(
-            f"field {missing!r} is missing or empty (expected {n_fields} fields separated by {_show(sep)})",
+            f"{label} is missing or empty (expected {n_fields} fields separated by {_show(sep)})",
             path=path, line=int(lines[row]),
         )
     return Table(frame, lines, path)
@@ -160,7 +162,7 @@ def numeric_column(
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise DataFormatError(
-                f"{label} {series.iloc[row]!r} is not a number", path=table.path, line=table.line_of(row)
+                f"{label} '{series.iloc[row]}' is not a number", path=table.path, line=table.line_of(row)
             )
     missing = np.isnan(values)
     if missing.any() and not allow_missing:
@@ -172,7 +174,7 @@ def numeric_column(
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise DataFormatError(
-            f"{label} {series.iloc[row]!r} is not an integer that fits in 64 bits",
+            f"{label} '{series.iloc[row]}' is not an integer that fits in 64 bits",
             path=table.path, line=table.line_of(row),
         )
     return values.astype(np.int64)
@@ -186,7 +188,7 @@ def check_scale(values: np.ndarray, scale: tuple[float, float] | None, table: Ta
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         where = f" outside the scale {scale[0]:g}–{scale[1]:g}" if scale is not None else " not finite"
-        raise DataFormatError(f"{label} {values[row]!r} is{where}", path=table.path, line=table.line_of(row))
+        raise DataFormatError(f"{label} {values[row]:g} is{where}", path=table.path, line=table.line_of(row))
 
 
 def resolve_duplicates(

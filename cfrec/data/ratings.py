@@ -210,8 +210,8 @@ class Ratings:
         """Coalesced sparse COO tensor of shape (n_users, n_items)."""
         users, items, values = self.to_tensors(device)
         return torch.sparse_coo_tensor(
-            torch.stack([users, items]), values, (self.n_users, self.n_items)
-        ).coalesce()
+            torch.stack([users, items]), values, (self.n_users, self.n_items), check_invariants=False
+        ).coalesce()  # codes were range-checked when the Ratings was built
 
     def to_dense(self, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """Dense (Y, R): Y (n_users, n_items) float32 ratings with 0 where unrated, R the bool mask."""
