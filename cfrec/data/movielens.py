@@ -63,8 +63,8 @@ def year_from_title(titles: pd.Series) -> np.ndarray:
 def _movies_from_genre_strings(table: Table, id_col: object, title_col: object, genre_col: object) -> MovieTable:
     frame = table.frame
     ids = _unique_ids(table, id_col)
-    titles = frame[title_col].astype(str).str.strip()
-    genre_lists = frame[genre_col].fillna("").astype(str).str.strip().replace(NO_GENRES, "")
+    titles = frame[title_col].fillna("").str.strip()
+    genre_lists = frame[genre_col].fillna("").str.strip().replace(NO_GENRES, "")
     dummies = genre_lists.str.get_dummies(sep="|")
     dummies = dummies.loc[:, [c for c in dummies.columns if c]]
     return MovieTable(ids, titles.to_numpy(object), year_from_title(titles), dummies.to_numpy(bool), tuple(dummies.columns))
@@ -87,7 +87,8 @@ def _read_dat_ratings(path: Path) -> Table:
 
 
 def _read_dat_movies(path: Path) -> MovieTable:
-    return _movies_from_genre_strings(read_table(path, sep="::", n_fields=3, encoding="latin-1"), 0, 1, 2)
+    table = read_table(path, sep="::", n_fields=3, encoding="latin-1", text_fields=(1, 2))
+    return _movies_from_genre_strings(table, 0, 1, 2)
 
 
 def _read_dat_users(path: Path) -> pd.DataFrame:
@@ -103,7 +104,7 @@ def _read_100k_ratings(path: Path) -> Table:
 
 
 def _read_100k_movies(path: Path) -> MovieTable:
-    table = read_table(path, sep="|", n_fields=24, encoding="latin-1", min_fields=1)
+    table = read_table(path, sep="|", n_fields=24, encoding="latin-1", min_fields=1, text_fields=(1, 2, 3, 4))
     genre_file = path.with_name("u.genre")
     if genre_file.is_file():
         genres = read_table(genre_file, sep="|", n_fields=2, encoding="latin-1").frame
@@ -116,7 +117,7 @@ def _read_100k_movies(path: Path) -> MovieTable:
     bad = ~np.isin(flags, (0, 1)).all(axis=1)
     if bad.any():
         raise DataFormatError("genre flags must be 0 or 1", path=path, line=table.line_of(int(np.flatnonzero(bad)[0])))
-    titles = table.frame[1].fillna("").astype(str).str.strip()
+    titles = table.frame[1].fillna("").str.strip()
     years = year_from_title(titles)
     dates = pd.to_datetime(table.frame[2], format="%d-%b-%Y", errors="coerce")
     years = np.where(np.isnan(years), dates.dt.year.to_numpy(np.float64), years)
@@ -144,7 +145,7 @@ def _read_csv_ratings(path: Path) -> Table:
 
 
 def _read_csv_movies(path: Path) -> MovieTable:
-    table = read_table(path, sep=",", n_fields=3, header=True, quoted=True)
+    table = read_table(path, sep=",", n_fields=3, header=True, quoted=True, text_fields=(1, 2))
     return _movies_from_genre_strings(table, "movieId", "title", "genres")
 
 

@@ -71,51 +71,75 @@ def read_table(
     quoted: bool = False,
     min_fields: int | None = None,
     field_names: tuple[str, ...] | None = None,
+    text_fields: tuple[int, ...] = (),
 ) -> Table:
     """Parse a delimited file of ``n_fields`` columns (0, 1, ... or the header's names).
 
-    Lines with more than ``n_fields`` fields, or fewer than ``min_fields`` (default all), are
-    errors naming the line (and the field, by ``field_names`` where given). Blank lines are
-    skipped and counted in the log. Numeric-looking columns come out numeric; others as strings.
+    A line with another number of fields, or an empty field among the first ``min_fields``
+    (default all), is an error naming the line (and the field, by ``field_names``). Blank lines are
+    skipped and counted in the log. Only an empty field is missing ("NA" or "null" are text).
+    Numeric-looking columns come out numeric, others and ``text_fields`` (positions) as strings.
     """
     path = Path(path)
     data = read_bytes(path)
     decode_check(data, encoding, path)
+    data = data.replace(b"\r\n", b"\n")  # Windows line ends; a lone "\r" stays an error
     if len(sep) > 1:
         data = data.replace(sep.encode(encoding), _FIELD_SEP.encode(encoding))
         sep = _FIELD_SEP
-    first_data_line = 2 if header else 1
+    names: list[str] | None = None
+    if header:  # read apart, so that the first data line sets the width and longer lines fail
+        first, _, data = data.partition(b"\n")
+        try:
+            names = [name.strip() for name in next(csv.reader([first.decode(encoding)], delimiter=sep))]
+        except csv.Error as err:
+            raise DataFormatError(f"cannot parse the header ({err})", path=path, line=1) from None
+        if len(names) != n_fields:
+            raise DataFormatError(f"header has {len(names)} columns {names}, expected {n_fields}", path=path, line=1)
+    leading_blank = len(data) - len(data.lstrip(b"\n"))  # pandas cannot size a table by a blank line
+    data = data[leading_blank:]
+    first_data_line = (2 if header else 1) + leading_blank
+    if not data.strip():
+        raise DataFormatError("the file holds no data rows", path=path)
     try:
         frame = pd.read_csv(
-            io.BytesIO(data), sep=sep, header=0 if header else None, index_col=False,
-            skip_blank_lines=False, encoding=encoding, engine="c",
-            quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE,
+            io.BytesIO(data), sep=sep, header=None, index_col=False, skip_blank_lines=False,
+            encoding=encoding, engine="c", keep_default_na=False, na_values=[""], lineterminator="\n",
+            quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE, dtype={i: str for i in text_fields},
         )
+    except pd.errors.ParserError as err:
+        raise _parser_error(err, path, n_fields, first_data_line) from None
     except pd.errors.EmptyDataError:
         raise DataFormatError("the file holds no data rows", path=path) from None
-    except pd.errors.ParserError as err:
-        raise _parser_error(err, path, n_fields, header) from None
-    if header:
-        frame.columns = [str(c).strip() for c in frame.columns]
-        if frame.shape[1] != n_fields:
-            raise DataFormatError(
-                f"header has {frame.shape[1]} columns {list(frame.columns)}, expected {n_fields}",
-                path=path, line=1,
-            )
     lines = np.arange(len(frame), dtype=np.int64) + first_data_line
     blank = frame.isna().all(axis=1).to_numpy()
-    if blank.any():
+    if blank.any():  # truly empty lines only: "::" or "," alone is a broken row, not a blank one
+        starts, ends = _line_spans(data)
+        not_empty = blank & (ends - starts > 0)[: len(blank)]
+        if not_empty.any():
+            row = int(np.flatnonzero(not_empty)[0])
+            raise DataFormatError("the line holds separators but no values", path=path, line=int(lines[row]))
         log.info("%s: skipped %d blank line(s)", path, int(blank.sum()))
         frame, lines = frame.loc[~blank].reset_index(drop=True), lines[~blank]
     if frame.empty:
         raise DataFormatError("the file holds no data rows", path=path)
     if frame.shape[1] > n_fields:  # the first line was the long one: pandas sized the table by it
         extra = frame.iloc[:, n_fields:].notna().any(axis=1).to_numpy()
-        row = int(np.flatnonzero(extra)[0])
+        row = int(np.flatnonzero(extra)[0]) if extra.any() else 0  # else: empty trailing fields
         raise DataFormatError(f"expected {n_fields} fields, found more", path=path, line=int(lines[row]))
     if frame.shape[1] < n_fields:
         frame = frame.reindex(columns=list(frame.columns) + list(range(frame.shape[1], n_fields)))
+    if names is not None:
+        frame.columns = names
     need = n_fields if min_fields is None else min_fields
+    if need < n_fields and not quoted and frame.iloc[:, need:].isna().to_numpy().any():
+        # an optional field may be empty ("4::"), not absent ("4"): count separators per line
+        fields = _fields_per_line(data, sep.encode(encoding))[lines - first_data_line]
+        if (fields < n_fields).any():
+            row = int(np.flatnonzero(fields < n_fields)[0])
+            raise DataFormatError(
+                f"expected {n_fields} fields, found {fields[row]}", path=path, line=int(lines[row])
+            )
     short = frame.iloc[:, :need].isna().any(axis=1).to_numpy()
     if short.any():
         row = int(np.flatnonzero(short)[0])
@@ -128,22 +152,35 @@ def read_table(
     return Table(frame, lines, path)
 
 
+def _line_spans(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end byte offsets of every line of ``data``."""
+    newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n"))
+    return np.r_[0, newlines + 1], np.r_[newlines, len(data)]
+
+
+def _fields_per_line(data: bytes, sep: bytes) -> np.ndarray:
+    """Number of ``sep``-separated fields on each line of ``data`` (unquoted text)."""
+    starts, ends = _line_spans(data)
+    separators = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == sep[0])
+    return np.searchsorted(separators, ends) - np.searchsorted(separators, starts) + 1
+
+
 def _show(sep: str) -> str:
     return {"\t": "tabs", _FIELD_SEP: "'::'", ",": "commas", "|": "'|'"}.get(sep, repr(sep))
 
 
-def _parser_error(err: Exception, path: Path, n_fields: int, header: bool) -> DataFormatError:
+def _parser_error(err: Exception, path: Path, n_fields: int, first_data_line: int) -> DataFormatError:
     """Turn pandas' tokenizer message into one naming the file and the real culprit line."""
     text = str(err).strip()
+    offset = first_data_line - 1
     found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
     if found:
         expected, line, saw = map(int, found.groups())
         if expected < n_fields:  # the first data line was short and set the width
-            first = 2 if header else 1
-            return DataFormatError(f"expected {n_fields} fields, found {expected}", path=path, line=first)
-        return DataFormatError(f"expected {n_fields} fields, found {saw}", path=path, line=line)
+            return DataFormatError(f"expected {n_fields} fields, found {expected}", path=path, line=first_data_line)
+        return DataFormatError(f"expected {n_fields} fields, found {saw}", path=path, line=line + offset)
     found = re.search(r"row (\d+)", text)
-    line = int(found.group(1)) + (2 if header else 1) if found else None
+    line = int(found.group(1)) + first_data_line if found else None
     return DataFormatError(f"cannot parse: {text.split('C error: ')[-1]}", path=path, line=line)
 
 
@@ -169,6 +206,9 @@ def numeric_column(
         row = int(np.flatnonzero(missing)[0])
         raise DataFormatError(f"{label} is missing", path=table.path, line=table.line_of(row))
     if not integer:
+        if allow_missing and np.isinf(values).any():  # optional fields: missing, or a finite value
+            row = int(np.flatnonzero(np.isinf(values))[0])
+            raise DataFormatError(f"{label} '{series.iloc[row]}' is not finite", path=table.path, line=table.line_of(row))
         return values
     bad = ~missing & ((values != np.round(values)) | (np.abs(values) >= 2.0**63))
     if bad.any():

@@ -49,7 +49,7 @@ def read_ratings(
         sep = sep or _SEPARATORS.get(path.suffix, ",")
         n_fields = _count_fields(path, sep, encoding)
         table = read_table(path, sep=sep, n_fields=n_fields, header=header, encoding=encoding, quoted=sep == ",")
-    role = _resolve_columns(table, columns, path)
+    role = _resolve_columns(table, columns, path, header_line=1 if header and path.suffix != ".parquet" else None)
     ids = {
         key: numeric_column(table, role[key], f"{key} id", integer=True) if integer_ids else _id_strings(table, role[key])
         for key in ("user", "item")
@@ -89,7 +89,9 @@ def _read_parquet(path: Path) -> Table:
     return Table(frame.reset_index(drop=True), np.arange(len(frame), dtype=np.int64) + 1, path)
 
 
-def _resolve_columns(table: Table, columns: dict[str, str] | None, path: Path) -> dict[str, object]:
+def _resolve_columns(
+    table: Table, columns: dict[str, str] | None, path: Path, header_line: int | None
+) -> dict[str, object]:
     """Role → actual column label, from ``columns`` first, then from the aliases or positions."""
     available = list(table.frame.columns)
     by_name = {str(c): c for c in available}
@@ -98,7 +100,7 @@ def _resolve_columns(table: Table, columns: dict[str, str] | None, path: Path) -
         if key not in ALIASES:
             raise ValueError(f"columns: unknown role {key!r}; roles are {', '.join(ALIASES)}")
         if str(given) not in by_name:
-            raise DataFormatError(f"no column {given!r} for {key} (columns: {available})", path=path)
+            raise DataFormatError(f"no column {given!r} for {key} (columns: {available})", path=path, line=header_line)
         role[key] = by_name[str(given)]
     positional = all(isinstance(c, int) for c in available)
     for position, key in enumerate(ALIASES):
@@ -115,7 +117,7 @@ def _resolve_columns(table: Table, columns: dict[str, str] | None, path: Path) -
     if missing:
         raise DataFormatError(
             f"cannot tell which column holds {', '.join(missing)} (columns: {available}); pass columns={{...}}",
-            path=path,
+            path=path, line=header_line,
         )
     return role
 
