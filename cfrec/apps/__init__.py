@@ -1,0 +1,1 @@
+"""Command-line applications (Hydra): cfrec-train, cfrec-compare."""

@@ -1,0 +1,101 @@
+"""One run, start to finish: config → data → split → fit → evaluate → run folder.
+
+The run folder holds ``metrics.json``, the checkpoint (``model.pt`` + ``model.json``), the
+HNSW indexes over the model's vectors, TensorBoard events under ``tb/`` and PNG plots; Hydra
+adds ``.hydra/`` (the resolved config) and the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from cfrec import plots
+from cfrec.checkpoint import save_model
+from cfrec.data import Ratings, Split
+from cfrec.errors import ConfigError
+from cfrec.evaluate import evaluate, predict_pairs
+from cfrec.experiment import check_data_source, load_data, make_split, resolve_device
+from cfrec.io import write_json
+from cfrec.models.base import Recommender
+from cfrec.models.registry import build_model
+from cfrec.monitor import TensorBoardLogger
+
+log = logging.getLogger(__name__)
+
+
+def check_eval(section: Mapping[str, Any]) -> None:
+    """Evaluation options that cannot work, named before anything runs."""
+    if float(section["tolerance"]) <= 0:
+        raise ConfigError("eval.tolerance", f"must be positive, got {section['tolerance']}")
+    ks = list(section["ks"])
+    if not ks or min(int(k) for k in ks) < 1:
+        raise ConfigError("eval.ks", f"must be positive integers, got {ks}")
+    if section.get("limit") is not None and int(section["limit"]) < 1:
+        raise ConfigError("eval.limit", f"must be a positive number of pairs or null, got {section['limit']}")
+
+
+def prepare(cfg: Mapping[str, Any]) -> tuple[Recommender, Split, torch.device]:
+    """Validate every section, then build the model and the split (the only data work)."""
+    device = resolve_device(str(cfg.get("device", "auto")))
+    check_data_source(cfg["data"])
+    check_eval(cfg["eval"])
+    options = dict(cfg["model"])
+    model = build_model(str(options.pop("name", "")), options)
+    torch.manual_seed(int(cfg.get("seed", 42)))
+    split = make_split(load_data(cfg["data"]), cfg["split"])
+    return model, split, device
+
+
+def run(cfg: Mapping[str, Any], run_dir: str | Path, label: str | None = None) -> dict[str, Any]:
+    """Fit and evaluate the configured model; write the run folder; return the metrics."""
+    run_dir = Path(run_dir)
+    model, split, device = prepare(cfg)
+    train, test = split
+    label = label or model.name
+    options = cfg.get("run", {})
+    logger = TensorBoardLogger(run_dir / "tb") if options.get("tensorboard", True) else None
+    log.info("fitting %s on %s (%d ratings; test %d pairs)", label, train.name, len(train), len(test))
+    start = time.perf_counter()
+    model.fit(train)
+    fit_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    metrics = evaluate(model, train, test, device=device, progress=options.get("progress", True), **cfg["eval"])
+    metrics.update({
+        "model": label, "data": train.name.removesuffix("/train"), "fit_seconds": fit_seconds,
+        "eval_seconds": time.perf_counter() - start, "n_train": len(train), "n_dropped": split.n_dropped,
+    })
+    write_json(run_dir / "metrics.json", metrics)
+    log.info("%s: %s", label, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+    if options.get("save_model", True):
+        save_model(model, train, run_dir)
+    if options.get("plots", True):
+        write_plots(model, train, test, run_dir, label, device)
+    if logger is not None:
+        logger.log_metrics(metrics)
+        logger.log_hparams(_flatten({"model": dict(cfg["model"]), "data": dict(cfg["data"])}), metrics)
+        logger.close()
+    return metrics
+
+
+def write_plots(model: Recommender, train: Ratings, test: Ratings, run_dir: Path, label: str, device) -> None:
+    """Rating distribution, error histogram and true-vs-predicted PNGs of one model."""
+    pred = predict_pairs(model, test.users, test.items, device=device).numpy()
+    plots.rating_distribution(train.values, test.values, run_dir / "rating_distribution.png")
+    plots.error_histograms({label: pred - test.values}, run_dir / "prediction_errors.png")
+    plots.true_vs_predicted(test.values, pred, run_dir / "true_vs_predicted.png", label)
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

@@ -1,0 +1,38 @@
+"""Model names (as used in configs and checkpoints) → model classes."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from cfrec.errors import ConfigError
+from cfrec.models.base import Recommender
+from cfrec.models.baseline import BiasBaseline, GlobalMean, Popularity
+
+MODELS: dict[str, type[Recommender]] = {
+    cls.name: cls for cls in (GlobalMean, BiasBaseline, Popularity)
+}
+
+
+def model_class(name: str) -> type[Recommender]:
+    """The class registered as ``name``; `KeyError` listing the known names otherwise."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}") from None
+
+
+def build_model(name: str, options: dict[str, Any], key: str = "model") -> Recommender:
+    """Instantiate model ``name`` from constructor ``options``; unknown options name their key."""
+    try:
+        cls = model_class(name)
+    except KeyError as err:
+        raise ConfigError(f"{key}.name", err.args[0]) from None
+    accepted = inspect.signature(cls).parameters
+    for option in options:
+        if option not in accepted:
+            raise ConfigError(f"{key}.{option}", f"not an option of {name}; options: {', '.join(accepted) or 'none'}")
+    try:
+        return cls(**options)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(key, f"{name}: {err}") from None

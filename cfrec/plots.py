@@ -1,0 +1,81 @@
+"""PNG plots for run folders and comparison reports (matplotlib's object API: no global state)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from cfrec.io import atomic_path
+
+_STAR_BINS = np.arange(0.25, 5.76, 0.5)  # one bar per half star, works for whole stars too
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    return Path(path)
+
+
+def rating_distribution(train: np.ndarray, test: np.ndarray, path: str | Path) -> Path:
+    """Share of each rating value in train and test, side by side."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    ax.hist([train, test], bins=_STAR_BINS, density=True, label=["train", "test"])
+    ax.set(xlabel="rating", ylabel="share", title="Rating distribution (train vs test)")
+    ax.legend()
+    return _save(fig, path)
+
+
+def error_histograms(errors: Mapping[str, np.ndarray], path: str | Path) -> Path:
+    """One histogram of prediction errors (pred − true) per model."""
+    n = len(errors)
+    fig = Figure(figsize=(4 * min(n, 3), 3.2 * ((n + 2) // 3)))
+    axes = np.atleast_1d(fig.subplots((n + 2) // 3, min(n, 3), sharex=True)).ravel()
+    for ax, (name, err) in zip(axes, errors.items()):
+        ax.hist(err, bins=np.linspace(-4.5, 4.5, 37), color="tab:blue")
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set(title=name, xlabel="prediction error (pred − true)", ylabel="count")
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return _save(fig, path)
+
+
+def true_vs_predicted(true: np.ndarray, pred: np.ndarray, path: str | Path, title: str) -> Path:
+    """Hexbin density of predicted against true ratings, with the diagonal."""
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
+    hb = ax.hexbin(true, pred, gridsize=30, bins="log", cmap="viridis", extent=(0.5, 5.5, 0.5, 5.5))
+    fig.colorbar(hb, ax=ax, label="pairs (log)")
+    ax.plot([0.5, 5.5], [0.5, 5.5], "r--", lw=1)
+    ax.set(xlabel="true rating", ylabel="predicted rating", title=title)
+    return _save(fig, path)
+
+
+def metric_bars(names: Sequence[str], values: Mapping[str, Sequence[float]], path: str | Path) -> Path:
+    """One bar chart per metric (e.g. accuracy, RMSE), models on the x axis."""
+    fig = Figure(figsize=(4.5 * len(values), 3.6))
+    axes = np.atleast_1d(fig.subplots(1, len(values)))
+    for ax, (metric, numbers) in zip(axes, values.items()):
+        bars = ax.bar(names, numbers, color="tab:blue")
+        ax.bar_label(bars, fmt="%.3f", fontsize=8)
+        ax.set(title=metric, ylabel=metric)
+        ax.tick_params(axis="x", rotation=35, labelsize=8)
+    return _save(fig, path)
+
+
+def training_curves(history: Sequence[Mapping[str, float]], path: str | Path) -> Path:
+    """Per-epoch curves: every ``loss/...`` on the left, every ``valid/...`` on the right."""
+    epochs = np.arange(1, len(history) + 1)
+    fig = Figure(figsize=(10, 3.6))
+    left, right = fig.subplots(1, 2)
+    for ax, prefix in ((left, "loss/"), (right, "valid/")):
+        for key in sorted({k for row in history for k in row if k.startswith(prefix)}):
+            ax.plot(epochs, [row.get(key, np.nan) for row in history], label=key)
+        ax.set(xlabel="epoch", title=prefix.rstrip("/"))
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    return _save(fig, path)
