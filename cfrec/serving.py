@@ -1,0 +1,149 @@
+"""`cfrec.load(run_dir)`: a trained model that speaks raw MovieLens ids, without the training data.
+
+    model = cfrec.load("runs/2026-11-23/14-05-00")
+    model.predict(1, 1193)                 # user 1, movie 1193 → rating
+    model.recommend(1, k=10)               # DataFrame: movie_id, title, genres, score
+    model.similar_movies(1193, k=5)        # through an HNSW index over the item vectors
+    new = model.fold_in({1193: 5, 2355: 4})   # a new user from a few ratings
+    new.recommend(k=10)
+
+Unknown ids raise `UnknownIdError` (a `KeyError`) naming the id, unless ``unknown="fallback"``,
+where predictions for unknown users or movies come from the training mean (the model's
+mean where it has one) and say so in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterable, Literal, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cfrec.checkpoint import Checkpoint, load_model
+from cfrec.errors import CfrecError
+from cfrec.index import HNSWIndex
+from cfrec.models.base import mask_seen
+
+log = logging.getLogger(__name__)
+
+Unknown = Literal["error", "fallback"]
+ITEM_INDEX, USER_INDEX = "items.hnsw", "users.hnsw"
+
+
+class TrainedModel:
+    """A fitted model with its id maps, item metadata and (lazily) HNSW indexes."""
+
+    def __init__(self, checkpoint: Checkpoint, folder: Path | None = None, unknown: Unknown = "error"):
+        if unknown not in ("error", "fallback"):
+            raise ValueError(f"unknown must be 'error' or 'fallback', got {unknown!r}")
+        self.checkpoint, self.folder, self.unknown = checkpoint, folder, unknown
+        self.model = checkpoint.model
+        self.user_map, self.item_map, self.item_info = checkpoint.user_map, checkpoint.item_map, checkpoint.item_info
+        self._indexes: dict[str, HNSWIndex] = {}
+
+    def __repr__(self) -> str:
+        return (f"TrainedModel({self.checkpoint.meta['model']}, {len(self.user_map):,} users, "
+                f"{len(self.item_map):,} items, from {self.folder})")
+
+    # -- ratings --------------------------------------------------------------------------
+    def predict(self, user_id: object, movie_id: object) -> float:
+        """Predicted rating of one (user, movie) pair of raw ids."""
+        return float(self.predict_many([user_id], [movie_id])[0])
+
+    def predict_many(self, user_ids: Iterable, movie_ids: Iterable) -> np.ndarray:
+        """Predicted ratings for parallel sequences of raw ids."""
+        users = self.user_map.codes(list(user_ids), strict=self.unknown == "error")
+        items = self.item_map.codes(list(movie_ids), strict=self.unknown == "error")
+        known = (users >= 0) & (items >= 0)
+        out = np.full(len(users), self._fallback_rating(), dtype=np.float32)
+        if not known.all():
+            log.warning("%d pair(s) with an unknown user or movie get the fallback rating %.3f",
+                        int((~known).sum()), out[0])
+        if known.any():
+            pred = self.model.predict(torch.as_tensor(users[known]), torch.as_tensor(items[known]))
+            out[known] = pred.detach().cpu().numpy()
+        return out
+
+    def _fallback_rating(self) -> float:
+        mean = getattr(self.model, "mean", None)
+        if isinstance(mean, torch.Tensor) and mean.numel() == 1:
+            return float(mean)
+        low, high = self.model.rating_range or (1.0, 5.0)
+        return (low + high) / 2
+
+    # -- lists ----------------------------------------------------------------------------
+    def recommend(self, user_id: object, k: int = 10, exclude_seen: bool = True) -> pd.DataFrame:
+        """Top-``k`` movies for a known user: movie_id, title, genres, score."""
+        user = torch.tensor([self.user_map.code(user_id)])
+        scores = self.model.score(user).float()  # (1, n_items)
+        if exclude_seen:
+            mask_seen(scores, user, self.checkpoint.seen)
+        return self._items_frame(scores[0], k)
+
+    def similar_movies(self, movie_id: object, k: int = 10) -> pd.DataFrame:
+        """The ``k`` movies whose vectors are closest to ``movie_id``'s (HNSW, cosine)."""
+        code = self.item_map.code(movie_id)
+        labels, sims = self._neighbours("item", code, k)
+        frame = self._describe(labels)
+        frame["similarity"] = sims
+        return frame
+
+    def similar_users(self, user_id: object, k: int = 10) -> pd.DataFrame:
+        """The ``k`` users whose vectors are closest to ``user_id``'s (HNSW, cosine)."""
+        code = self.user_map.code(user_id)
+        labels, sims = self._neighbours("user", code, k)
+        return pd.DataFrame({"user_id": self.user_map.to_ids(labels), "similarity": sims})
+
+    def _neighbours(self, side: str, code: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        index = self.index(side)
+        vector = index.vectors()[code : code + 1]
+        labels, distances = index.query(vector, k, exclude=np.array([code]))
+        keep = labels[0] >= 0
+        return labels[0][keep].numpy(), index.similarity(distances[0][keep]).numpy()
+
+    def index(self, side: str) -> HNSWIndex:
+        """The HNSW index over ``user`` or ``item`` vectors: loaded from the run folder, else built."""
+        if side not in self._indexes:
+            name = ITEM_INDEX if side == "item" else USER_INDEX
+            path = None if self.folder is None else self.folder / name
+            if path is not None and path.is_file():
+                self._indexes[side] = HNSWIndex.load(path)
+            else:
+                self._indexes[side] = HNSWIndex().build(self.vectors(side))
+        return self._indexes[side]
+
+    def vectors(self, side: str) -> torch.Tensor:
+        """The model's user or item vectors; a clear error for models without any."""
+        vectors = self.model.user_vectors if side == "user" else self.model.item_vectors
+        if vectors is None:
+            raise CfrecError(f"{self.checkpoint.meta['model']} has no {side} vectors to search")
+        return vectors
+
+    def _items_frame(self, scores: torch.Tensor, k: int) -> pd.DataFrame:
+        top = torch.topk(scores, min(k, len(scores)))
+        keep = torch.isfinite(top.values)
+        frame = self._describe(top.indices[keep].numpy())
+        frame["score"] = top.values[keep].numpy()
+        return frame
+
+    def _describe(self, codes: np.ndarray) -> pd.DataFrame:
+        frame = pd.DataFrame({"movie_id": self.item_map.to_ids(codes)})
+        if self.item_info is not None:
+            frame["title"] = self.item_info.titles[codes]
+            frame["genres"] = ["|".join(self.item_info.genre_list(c)) for c in codes]
+        return frame
+
+
+def load(run_dir: str | Path, *, unknown: Unknown = "error", device: str = "cpu") -> TrainedModel:
+    """The model saved in a run folder (or any folder holding ``model.pt`` + ``model.json``)."""
+    folder = Path(run_dir)
+    return TrainedModel(load_model(folder, device=device), folder, unknown=unknown)
+
+
+def item_scores_from_mapping(model: TrainedModel, ratings: Mapping[object, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Item codes and ratings of a ``{movie_id: rating}`` mapping (unknown movies: error)."""
+    codes = model.item_map.codes(list(ratings))
+    return codes, np.asarray(list(ratings.values()), dtype=np.float32)
