@@ -8,9 +8,8 @@ N(u) the k users most similar to u (u excluded) and N_i(u) those of them who rat
 
     r̂(u, i) = Σ_{v ∈ N_i(u)} s(u, v) · r(v, i) / Σ_{v ∈ N_i(u)} s(u, v),   0.0 when N_i(u) is empty
 
-(no clipping; 0.0 too if the similarities sum to exactly 0). Its ranking score is the notebook's
-neighbour aggregation Σ_{v ∈ N(u)} s(u, v) · r(v, i). Item-based is the mirror image: N(i) the
-k items most similar to i, N_u(i) those u rated, r(u, j) in place of r(v, i).
+(no clipping; 0.0 too if the similarities sum to exactly 0). Item-based is the mirror image:
+N(i) the k items most similar to i, N_u(i) those u rated, r(u, j) in place of r(v, i).
 
 ``mode="improved"`` (default) adds a regularized bias baseline b(u, i) = μ + b_u + b_i (see
 `BiasBaseline`) and averages the neighbours' residuals, shrunk towards the baseline::
@@ -19,7 +18,15 @@ k items most similar to i, N_u(i) those u rated, r(u, j) in place of r(v, i).
 
 with λ = ``shrinkage``: thin neighbour evidence moves the prediction less. Where fewer than
 ``min_support`` neighbours rated the item the prediction is the baseline alone; results are clipped
-to the training rating range, and the ranking score is the (unclipped) prediction.
+to the training rating range. On ML-1M (k = 100) λ = 2 lowers the test RMSE by 0.13 (user-based)
+and 0.115 (item-based) below the reference mode; λ was chosen on a validation split of the
+training data; ``min_support`` > 1 helps only without shrinkage (λ = 0).
+
+Ranking (`score`, hence `recommend` and Recall@K): ``ranking="aggregate"`` (default, both modes)
+scores an item by the notebook's neighbour aggregation Σ_{v ∈ N(u)} s(u, v) · r(v, i) (item-based:
+Σ_{j ∈ N(i)} s(i, j) · r(u, j)), which ranks far better than predicted ratings (ML-1M Recall@50
+0.49 against 0.13, user-based); ``ranking="prediction"`` scores by the predicted rating
+(unclipped in the improved mode).
 
 Users and items without train ratings have no neighbours and are nobody's neighbour: the
 reference mode predicts 0.0 for them, the improved mode the baseline.
@@ -48,6 +55,7 @@ from cfrec.validation import check_choice, check_int, check_number
 log = logging.getLogger(__name__)
 
 MODES = ("improved", "reference")
+RANKINGS = ("aggregate", "prediction")
 METHODS = ("exact", "hnsw")
 HNSW_KEYS = ("M", "ef_construction", "ef", "seed", "num_threads")
 PAIRS_PER_CHUNK = 1 << 20  # gathered (pair, neighbour) cells per prediction chunk
@@ -66,6 +74,7 @@ class _NeighborhoodKNN(Recommender):
         mode: str = "improved",
         shrinkage: float = 2.0,
         min_support: int = 1,
+        ranking: str = "aggregate",
         hnsw: str | dict[str, Any] = "default",
         seed: int = 42,
         device: str = "cpu",
@@ -85,6 +94,7 @@ class _NeighborhoodKNN(Recommender):
         check_choice("mode", mode, MODES)
         check_number("shrinkage", shrinkage, 0)
         check_int("min_support", min_support, 1)
+        check_choice("ranking", ranking, RANKINGS)
         check_int("seed", seed, 0)
         check_number("dense_mb", dense_mb, 0)
         self._hnsw_params = _hnsw_params(hnsw)
@@ -93,7 +103,8 @@ class _NeighborhoodKNN(Recommender):
         except RuntimeError as err:
             raise ConfigError("device", f"not a torch device: {device!r}") from err
         self.k, self.dim, self.neighbors, self.mode = k, dim, neighbors, mode
-        self.shrinkage, self.min_support, self.hnsw, self.seed, self.dense_mb = float(shrinkage), min_support, hnsw, seed, dense_mb
+        self.shrinkage, self.min_support, self.ranking = float(shrinkage), min_support, ranking
+        self.hnsw, self.seed, self.dense_mb = hnsw, seed, dense_mb
         self.embeddings = embeddings
         self._state: dict[str, Tensor] = {}
 
@@ -133,20 +144,21 @@ class _NeighborhoodKNN(Recommender):
         return pred.to(out_device)
 
     def score(self, users: Tensor) -> Tensor:
-        """(len(users), n_items): the neighbour aggregation (reference) or the prediction (improved)."""
+        """(len(users), n_items) ranking scores by sparse products (see ``ranking``)."""
         self.check_fitted()
         codes = users.cpu().numpy()
+        if self.ranking == "aggregate":
+            return self._neighbor_sum(codes, self._weights, self._ratings).to(users.device)
         num = self._neighbor_sum(codes, self._weights, self._values)
-        if self.mode == "reference":
-            return num.to(users.device)
-        den = self._neighbor_sum(codes, abs(self._weights), self._rated)
+        den_weights = self._weights if self.mode == "reference" else abs(self._weights)
+        den = self._neighbor_sum(codes, den_weights, self._rated)
         count = self._neighbor_sum(codes, (self._weights != 0).astype(np.float32), self._rated)
-        base = self._mean + self._user_bias[users.to(self.device), None] + self._item_bias[None, :]  # (B, n_items)
-        return self._improved(base, num, den, count).to(users.device)
+        all_items = torch.arange(self.n_items, device=self.device)
+        return self._combine(num, den, count, users.to(self.device)[:, None], all_items).to(users.device)
 
     def config(self) -> dict[str, Any]:
         return {"k": self.k, "dim": self.dim, "neighbors": self.neighbors, "mode": self.mode,
-                "shrinkage": self.shrinkage, "min_support": self.min_support, "hnsw": self.hnsw,
+                "shrinkage": self.shrinkage, "min_support": self.min_support, "ranking": self.ranking, "hnsw": self.hnsw,
                 "seed": self.seed, "device": str(self.device), "dense_mb": self.dense_mb}
 
     def state(self) -> dict[str, Tensor]:
@@ -164,11 +176,13 @@ class _NeighborhoodKNN(Recommender):
         self._neighbors = torch.where(neighbors < 0, n_entities, neighbors).to(self.device)  # (n, k)
         self._sims = s["similarities"]
         self._weights = _weight_matrix(neighbors.numpy(), sims.numpy())  # (n, n) CSR
-        users, items, values = (state[name].cpu().numpy() for name in ("users", "items", "values"))
-        if self.mode == "improved":  # residuals from the baseline
-            values = values - (float(s["mean"]) + state["user_bias"].numpy()[users] + state["item_bias"].numpy()[items])
+        users, items, ratings = (state[name].cpu().numpy() for name in ("users", "items", "values"))
+        values = ratings  # what predictions average: ratings, or residuals from the baseline
+        if self.mode == "improved":
+            values = ratings - (float(s["mean"]) + state["user_bias"].cpu().numpy()[users] + state["item_bias"].cpu().numpy()[items])
         shape = (self.n_users, self.n_items)
-        self._values = sp.csr_matrix((values.astype(np.float32), (users, items)), shape=shape)  # (users, items)
+        self._ratings = sp.csr_matrix((ratings.astype(np.float32), (users, items)), shape=shape)  # (users, items)
+        self._values = sp.csr_matrix((values.astype(np.float32), (users, items)), shape=shape)
         self._rated = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=shape)
         # lookups read one row per pair: the item's raters (user-based) or the user's ratings (item-based)
         layout = self._values.T if self.entity == "user" else self._values
@@ -202,19 +216,20 @@ class _NeighborhoodKNN(Recommender):
         own, other = (users, items) if self.entity == "user" else (items, users)
         sims = self._sims[own]  # (B, k)
         values, rated = self._table.lookup(other[:, None], self._neighbors[own])  # (B, k) each
-        used = rated & (sims != 0)
-        num = (sims * values).sum(1)
-        if self.mode == "reference":
-            den = (sims * used).sum(1)
-            return torch.where(used.any(1) & (den != 0), num / torch.where(den == 0, 1.0, den), 0.0)
-        den, count = (sims.abs() * used).sum(1), used.sum(1)
-        base = self._mean + self._user_bias[users] + self._item_bias[items]
-        return self.clip(self._improved(base, num, den, count))
+        used = rated & (sims != 0)  # neighbours that rated it
+        den_weights = sims if self.mode == "reference" else sims.abs()
+        pred = self._combine((sims * values).sum(1), (den_weights * used).sum(1), used.sum(1), users, items)
+        return pred if self.mode == "reference" else self.clip(pred)
 
-    def _improved(self, base: Tensor, num: Tensor, den: Tensor, count: Tensor) -> Tensor:
-        """b + num / (den + λ) where the support reaches ``min_support``, else b."""
-        enough = (count >= self.min_support) & (den + self.shrinkage > 0)
-        return base + torch.where(enough, num / torch.where(enough, den + self.shrinkage, 1.0), 0.0)
+    def _combine(self, num: Tensor, den: Tensor, count: Tensor, users: Tensor, items: Tensor) -> Tensor:
+        """The mode's formula from the neighbour sums num = Σ s·value, den = Σ s (improved: Σ |s|)
+        and count, over the neighbours that rated the item; users/items broadcast to their shape."""
+        if self.mode == "reference":
+            ok = (count > 0) & (den != 0)
+            return torch.where(ok, num / torch.where(ok, den, 1.0), 0.0)
+        ok = (count >= self.min_support) & (den + self.shrinkage > 0)
+        base = self._mean + self._user_bias[users] + self._item_bias[items]
+        return base + torch.where(ok, num / torch.where(ok, den + self.shrinkage, 1.0), 0.0)
 
     def _neighbor_sum(self, users: np.ndarray, weights: sp.csr_matrix, cells: sp.csr_matrix) -> Tensor:
         """(len(users), n_items) sums over neighbours of weight × cell, as one sparse product:
