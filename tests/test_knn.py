@@ -10,7 +10,7 @@ import scipy.sparse as sp
 import torch
 
 from cfrec.data import Ratings, Split
-from cfrec.errors import ConfigError
+from cfrec.errors import CheckpointError, ConfigError
 from cfrec.models import GlobalMean, ItemKNN, UserKNN
 from cfrec.models import knn as knn_module
 from cfrec.models.baseline import fit_biases
@@ -142,11 +142,12 @@ def test_reference_prediction_ranking_is_the_unclipped_prediction(model_cls, hol
 
 
 def test_improvements_help_on_planted_data(small_split):
-    users, items = torch.as_tensor(small_split.test.users), torch.as_tensor(small_split.test.values)
-    items = torch.as_tensor(small_split.test.items)
-    truth = torch.as_tensor(small_split.test.values)
-    rmse = {mode: float(((UserKNN(**SMALL, mode=mode).fit(small_split.train).predict(users, items) - truth) ** 2).mean().sqrt())
-            for mode in ("reference", "improved")}
+    test = small_split.test
+    users, items, truth = test.to_tensors()
+    rmse = {}
+    for mode in ("reference", "improved"):
+        pred = UserKNN(**SMALL, mode=mode).fit(small_split.train).predict(users, items)
+        rmse[mode] = float(((pred - truth) ** 2).mean().sqrt())
     assert rmse["improved"] < rmse["reference"] - 0.05
 
 
@@ -253,3 +254,10 @@ def test_bad_embeddings_and_dim_are_named(small_split):
         UserKNN(embeddings=GlobalMean().fit(train)).fit(train)
     with pytest.raises(ConfigError, match="^dim:"):
         UserKNN(dim=500).fit(train)
+
+
+def test_incomplete_state_is_refused(small_split):
+    state = UserKNN(**SMALL).fit(small_split.train).state()
+    del state["values"]
+    with pytest.raises(CheckpointError, match="lacks values"):
+        UserKNN(**SMALL).load_state(state)

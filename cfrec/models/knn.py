@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 from cfrec.data.ratings import Ratings
-from cfrec.errors import ConfigError
+from cfrec.errors import CheckpointError, ConfigError
 from cfrec.index import PRESETS, HNSWIndex, as_matrix
 from cfrec.models.base import Recommender
 from cfrec.models.baseline import BiasBaseline, fit_biases
@@ -59,6 +59,8 @@ RANKINGS = ("aggregate", "prediction")
 METHODS = ("exact", "hnsw")
 HNSW_KEYS = ("M", "ef_construction", "ef", "seed", "num_threads")
 PAIRS_PER_CHUNK = 1 << 20  # gathered (pair, neighbour) cells per prediction chunk
+STATE_KEYS = ("neighbors", "similarities", "users", "items", "values", "mean", "user_bias", "item_bias",
+              "user_vectors", "item_vectors")
 
 
 class _NeighborhoodKNN(Recommender):
@@ -81,12 +83,16 @@ class _NeighborhoodKNN(Recommender):
         dense_mb: float = 256.0,
         embeddings: Recommender | tuple[Any, Any] | None = None,
     ):
-        """See the module docstring. ``k`` neighbours per user (item); ``dim`` SVD components;
-        ``neighbors`` "exact" (batched matmul + topk on ``device``) or "hnsw" (`HNSWIndex` with
-        the preset name or parameter dict ``hnsw``); ``seed`` for the SVD; ``dense_mb`` bounds the
-        dense rating table used for lookups. ``embeddings``, a fitted model with ``user_vectors``
-        and ``item_vectors`` or a (user matrix, item matrix) pair, replaces the SVD; it is data,
-        not configuration: `config` leaves it out and `state` keeps the vectors it provided.
+        """Formulas in the module docstring. Arguments (plain JSON values, checked here):
+
+        ``k`` neighbours per user (item); ``dim`` SVD components; ``neighbors`` "exact" (batched
+        matmul + topk on ``device``) or "hnsw" (`HNSWIndex` with the preset name or parameter dict
+        ``hnsw``); ``mode`` "improved" or "reference"; ``shrinkage`` λ and ``min_support`` of the
+        improved mode; ``ranking`` "aggregate" or "prediction"; ``seed`` of the SVD; ``device``
+        for neighbour search and predictions; ``dense_mb`` bounds the dense rating table of the
+        lookups. ``embeddings`` (a fitted model exposing ``user_vectors`` and ``item_vectors``, or a
+        (user matrix, item matrix) pair) replaces the SVD: it is data, not configuration, so
+        `config` leaves it out and `state` keeps the vectors it provided.
         """
         check_int("k", k, 1)
         check_int("dim", dim, 1)
@@ -165,6 +171,9 @@ class _NeighborhoodKNN(Recommender):
         return {name: t.cpu() for name, t in self._state.items()}
 
     def load_state(self, state: dict[str, Tensor]) -> "_NeighborhoodKNN":
+        missing = sorted(set(STATE_KEYS) - set(state))
+        if missing:
+            raise CheckpointError(f"{type(self).__name__} state lacks {', '.join(missing)}")
         s = {name: t.to(self.device) for name, t in state.items()}
         self._state = s
         self._mean, self._user_bias, self._item_bias = s["mean"].float(), s["user_bias"], s["item_bias"]
@@ -175,7 +184,8 @@ class _NeighborhoodKNN(Recommender):
         # empty slots (-1) point at the table's never-rated sentinel column
         self._neighbors = torch.where(neighbors < 0, n_entities, neighbors).to(self.device)  # (n, k)
         self._sims = s["similarities"]
-        self._weights = _weight_matrix(neighbors.numpy(), sims.numpy())  # (n, n) CSR
+        weights = _weight_matrix(neighbors.numpy(), sims.numpy())  # (n, n): row e = e's neighbours
+        self._weights = weights if self.entity == "user" else weights.T.tocsr()  # as `_neighbor_sum` uses it
         users, items, ratings = (state[name].cpu().numpy() for name in ("users", "items", "values"))
         values = ratings  # what predictions average: ratings, or residuals from the baseline
         if self.mode == "improved":
@@ -233,8 +243,9 @@ class _NeighborhoodKNN(Recommender):
 
     def _neighbor_sum(self, users: np.ndarray, weights: sp.csr_matrix, cells: sp.csr_matrix) -> Tensor:
         """(len(users), n_items) sums over neighbours of weight × cell, as one sparse product:
-        Σ_v w(u, v) · cell(v, i) user-based, Σ_j w(i, j) · cell(u, j) item-based."""
-        product = weights[users] @ cells if self.entity == "user" else cells[users] @ weights.T
+        Σ_v w(u, v) · cell(v, i) user-based, Σ_j w(i, j) · cell(u, j) item-based (``weights``
+        then holds the transposed neighbour matrix)."""
+        product = weights[users] @ cells if self.entity == "user" else cells[users] @ weights
         return torch.as_tensor(product.toarray(), device=self.device)
 
 
