@@ -123,6 +123,8 @@ class _NeighborhoodKNN(Recommender):
         neighbors, sims = neighbor_lists(
             own, counts > 0, self.k, method=self.neighbors, hnsw=self._hnsw_params, device=self.device
         )
+        log.info("%s: %s neighbours (k=%d) for %d of %d %ss", type(self).__name__, self.neighbors, self.k,
+                 int((neighbors[:, 0] >= 0).sum()), len(neighbors), self.entity)
         bias = BiasBaseline()
         mean, user_bias, item_bias = fit_biases(train, bias.reg_user, bias.reg_item, bias.n_sweeps)
         return self.load_state({
