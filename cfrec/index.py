@@ -125,10 +125,12 @@ class HNSWIndex:
         return self._built().dim
 
     def build(self, vectors: Any) -> "HNSWIndex":
-        """Index the rows of ``vectors`` (n, dim) under labels 0..n-1; returns self."""
+        """Index the rows of ``vectors`` (n, dim) under labels 0..n-1; returns self.
+
+        In cosine space an all-zero row (e.g. the SVD vector of an item without train ratings)
+        stays zero: distance 1, similarity 0, to everything.
+        """
         data = as_matrix(vectors)
-        if self.space == "cosine" and not np.linalg.norm(data, axis=1).all():
-            raise ConfigError("vectors", "cosine space needs non-zero rows; drop all-zero rows first")
         index = hnswlib.Index(space=self.space, dim=data.shape[1])
         index.init_index(max_elements=len(data), M=self.M, ef_construction=self.ef_construction, random_seed=self.seed)
         index.add_items(data, np.arange(len(data)), num_threads=self.num_threads)

@@ -147,5 +147,13 @@ def test_bad_queries_are_named(index, vectors):
         index.query(np.full((1, 24), np.nan), 3)
     with pytest.raises(CheckpointError, match="empty"):
         HNSWIndex().query(vectors[:2], 3)
-    with pytest.raises(ConfigError, match="non-zero"):
-        HNSWIndex().build(np.zeros((3, 4)))
+
+
+def test_zero_rows_are_indexed_at_similarity_zero():
+    data = np.array([[1, 0, 0], [0.9, 0.1, 0], [0, 0, 0], [0, 1, 0]], dtype=np.float32)
+    index = HNSWIndex().build(data)
+    labels, dist = index.query(data[:1], 3, exclude=np.array([0]))
+    assert labels[0].tolist()[0] == 1
+    zero = labels[0].tolist().index(2)
+    assert index.similarity(dist)[0, zero] == pytest.approx(0.0, abs=1e-6)
+    assert not index.vectors()[2].any()
