@@ -2,5 +2,6 @@
 
 from cfrec.models.base import NotFittedError, Recommender
 from cfrec.models.baseline import BiasBaseline, GlobalMean, Popularity
+from cfrec.models.knn import ItemKNN, UserKNN
 
-__all__ = ["BiasBaseline", "GlobalMean", "NotFittedError", "Popularity", "Recommender"]
+__all__ = ["BiasBaseline", "GlobalMean", "ItemKNN", "NotFittedError", "Popularity", "Recommender", "UserKNN"]

@@ -1,0 +1,263 @@
+"""UserKNN / ItemKNN: the model contract, brute-force agreement in both modes, SVD, options, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from cfrec.data import Ratings, Split
+from cfrec.errors import CheckpointError, ConfigError
+from cfrec.models import GlobalMean, ItemKNN, UserKNN
+from cfrec.models import knn as knn_module
+from cfrec.models.baseline import fit_biases
+from cfrec.models.svd import randomized_svd, svd_embeddings
+from contract import ModelContract
+
+SMALL = {"k": 15, "dim": 12}
+
+
+class TestUserKNN(ModelContract):
+    def make_model(self):
+        return UserKNN(**SMALL, ranking="prediction")
+
+
+class TestItemKNN(ModelContract):
+    def make_model(self):
+        return ItemKNN(**SMALL, ranking="prediction")
+
+
+class TestUserKNNReference(ModelContract):
+    score_is_prediction = False  # neighbour aggregation
+    clips_to_scale = False  # 0.0 where no neighbour rated the item
+
+    def make_model(self):
+        return UserKNN(**SMALL, mode="reference")
+
+
+class TestItemKNNReference(TestUserKNNReference):
+    def make_model(self):
+        return ItemKNN(**SMALL, mode="reference")
+
+
+class TestUserKNNHNSW(ModelContract):
+    score_is_prediction = False
+
+    def make_model(self):
+        return UserKNN(**SMALL, neighbors="hnsw")
+
+
+# -- brute force --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def holey_train(small_split: Split) -> Ratings:
+    """The small train set without any rating of user 7 or item 5 (both still in the id maps)."""
+    train = small_split.train
+    return train.subset((train.users != 7) & (train.items != 5))
+
+
+def brute_force(train: Ratings, vectors: np.ndarray, entity: str, k: int, mode: str, pairs, shrinkage: float = 2.0):
+    """One pair at a time, straight from the formulas in `cfrec.models.knn`."""
+    ratings = train.to_csr().toarray()
+    rated = train.to_csr().astype(bool).toarray()
+    mean, b_user, b_item = fit_biases(train, 15.0, 10.0, 10)
+    counts = train.user_counts() if entity == "user" else train.item_counts()
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    lo, hi = train.scale or (train.values.min(), train.values.max())
+    out = []
+    for u, i in pairs:
+        own = u if entity == "user" else i
+        num = den = 0.0
+        if counts[own] > 0:
+            candidates = np.array([c for c in np.flatnonzero(counts > 0) if c != own])
+            sims = unit[candidates] @ unit[own]
+            for pos in np.argsort(-sims, kind="stable")[:k]:
+                v, s = candidates[pos], sims[pos]
+                cell = (v, i) if entity == "user" else (u, v)
+                if rated[cell]:
+                    if mode == "reference":
+                        num, den = num + s * ratings[cell], den + s
+                    else:
+                        num += s * (ratings[cell] - mean - b_user[cell[0]] - b_item[cell[1]])
+                        den += abs(s)
+        if mode == "reference":
+            out.append(num / den if den else 0.0)
+        else:
+            out.append(float(np.clip(mean + b_user[u] + b_item[i] + num / (den + shrinkage), lo, hi)))
+    return np.array(out)
+
+
+def pairs_of(split: Split, extra=((7, 3), (2, 5), (7, 5))) -> tuple[torch.Tensor, torch.Tensor]:
+    extra = np.array(extra, dtype=np.int64).reshape(-1, 2)
+    users = np.r_[split.test.users[:150], extra[:, 0]]
+    items = np.r_[split.test.items[:150], extra[:, 1]]
+    return torch.as_tensor(users), torch.as_tensor(items)
+
+
+@pytest.mark.parametrize("model_cls", [UserKNN, ItemKNN])
+@pytest.mark.parametrize("mode", ["reference", "improved"])
+def test_predictions_match_a_brute_force_loop(model_cls, mode, holey_train, small_split):
+    model = model_cls(**SMALL, mode=mode).fit(holey_train)
+    users, items = pairs_of(small_split)
+    vectors = (model.user_vectors if model.entity == "user" else model.item_vectors).numpy()
+    expected = brute_force(holey_train, vectors, model.entity, SMALL["k"], mode, zip(users.tolist(), items.tolist()))
+    np.testing.assert_allclose(model.predict(users, items).numpy(), expected, rtol=1e-5, atol=1e-5)
+    if mode == "reference":  # user 7 / item 5 have no train ratings: no neighbours, 0.0
+        assert model.predict(torch.tensor([7, 2]), torch.tensor([3, 5])).tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("model_cls", [UserKNN, ItemKNN])
+def test_aggregate_score_is_the_notebooks_neighbour_sum(model_cls, holey_train):
+    model = model_cls(**SMALL, mode="reference").fit(holey_train)
+    ratings = holey_train.to_csr().toarray()
+    unit = (model.user_vectors if model.entity == "user" else model.item_vectors).numpy()
+    counts = holey_train.user_counts() if model.entity == "user" else holey_train.item_counts()
+    users = [0, 3, 7]
+    scores = model.score(torch.tensor(users)).numpy()
+    for row, u in enumerate(users):
+        expected = np.zeros(holey_train.n_items)
+        for i in range(holey_train.n_items):
+            own = u if model.entity == "user" else i
+            if counts[own] == 0:
+                continue
+            candidates = np.array([c for c in np.flatnonzero(counts > 0) if c != own])
+            sims = unit[candidates] @ unit[own]
+            top = np.argsort(-sims, kind="stable")[: SMALL["k"]]
+            cells = ratings[candidates[top], i] if model.entity == "user" else ratings[u, candidates[top]]
+            expected[i] = (sims[top] * cells).sum()
+        np.testing.assert_allclose(scores[row], expected, rtol=1e-5, atol=1e-5)
+    improved = model_cls(**SMALL).fit(holey_train)  # same ranking in both modes
+    torch.testing.assert_close(improved.score(torch.tensor(users)), model.score(torch.tensor(users)))
+
+
+@pytest.mark.parametrize("model_cls", [UserKNN, ItemKNN])
+def test_reference_prediction_ranking_is_the_unclipped_prediction(model_cls, holey_train):
+    model = model_cls(**SMALL, mode="reference", ranking="prediction").fit(holey_train)
+    scores = model.score(torch.tensor([2, 7]))
+    items = torch.arange(holey_train.n_items)
+    for row, user in enumerate([2, 7]):
+        torch.testing.assert_close(scores[row], model.predict(torch.full_like(items, user), items))
+
+
+def test_improvements_help_on_planted_data(small_split):
+    test = small_split.test
+    users, items, truth = test.to_tensors()
+    rmse = {}
+    for mode in ("reference", "improved"):
+        pred = UserKNN(**SMALL, mode=mode).fit(small_split.train).predict(users, items)
+        rmse[mode] = float(((pred - truth) ** 2).mean().sqrt())
+    assert rmse["improved"] < rmse["reference"] - 0.05
+
+
+# -- options ------------------------------------------------------------------------------------
+def test_sparse_lookups_and_small_chunks_agree_with_the_dense_path(small_split, monkeypatch):
+    users, items = pairs_of(small_split)
+    dense = ItemKNN(**SMALL).fit(small_split.train).predict(users, items)
+    monkeypatch.setattr(knn_module, "PAIRS_PER_CHUNK", 64)
+    sparse = ItemKNN(**SMALL, dense_mb=0).fit(small_split.train)
+    assert sparse._table.dense is None
+    torch.testing.assert_close(sparse.predict(users, items), dense)
+    order = torch.randperm(len(users), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(sparse.predict(users[order], items[order]), dense[order])
+
+
+def test_hnsw_neighbours_match_exact_ones(small_split):
+    exact = UserKNN(**SMALL).fit(small_split.train).state()["neighbors"]
+    approx = UserKNN(**SMALL, neighbors="hnsw", hnsw="notebook").fit(small_split.train).state()["neighbors"]
+    overlap = np.mean([len(set(a) & set(b)) / len(a) for a, b in zip(exact.tolist(), approx.tolist())])
+    assert overlap >= 0.99
+
+
+def test_more_neighbours_than_users_leaves_empty_slots(small_split):
+    model = UserKNN(k=400, dim=12).fit(small_split.train)
+    neighbors = model.state()["neighbors"]
+    assert (neighbors[:, -101:] == -1).all() and (neighbors[:, :299] >= 0).all()
+    users, items = pairs_of(small_split, extra=())
+    np.testing.assert_allclose(
+        model.predict(users, items).numpy(),
+        brute_force(small_split.train, model.user_vectors.numpy(), "user", 400, "improved", zip(users.tolist(), items.tolist())),
+        rtol=1e-5, atol=1e-5,
+    )
+
+
+def test_knn_over_given_embeddings(small_split):
+    rng = np.random.default_rng(3)
+    train = small_split.train
+    user_vecs, item_vecs = rng.normal(size=(train.n_users, 6)), rng.normal(size=(train.n_items, 6))
+    model = ItemKNN(**SMALL, embeddings=(user_vecs, item_vecs)).fit(train)
+    users, items = pairs_of(small_split, extra=())
+    expected = brute_force(train, item_vecs, "item", SMALL["k"], "improved", zip(users.tolist(), items.tolist()))
+    np.testing.assert_allclose(model.predict(users, items).numpy(), expected, rtol=1e-5, atol=1e-5)
+    from_model = ItemKNN(**SMALL, embeddings=model).fit(train)  # any fitted model with vectors
+    torch.testing.assert_close(from_model.predict(users, items), model.predict(users, items))
+    assert "embeddings" not in model.config()
+
+
+def test_config_is_plain_json_and_rebuilds(small_split):
+    model = UserKNN(k=7, mode="reference", hnsw={"M": 8}, neighbors="hnsw")
+    config = json.loads(json.dumps(model.config()))
+    assert UserKNN(**config).config() == model.config()
+    assert config["hnsw"] == {"M": 8} and config["k"] == 7
+
+
+# -- SVD ----------------------------------------------------------------------------------------
+def test_randomized_svd_recovers_the_leading_spectrum():
+    rng = np.random.default_rng(0)
+    low_rank = rng.normal(size=(80, 6)) @ np.diag([50, 40, 30, 20, 10, 5]) @ rng.normal(size=(6, 50))
+    matrix = sp.csr_matrix(low_rank + 0.01 * rng.normal(size=(80, 50)))
+    u, s, vt = randomized_svd(matrix, 6, seed=1)
+    np.testing.assert_allclose(s, np.linalg.svd(matrix.toarray(), compute_uv=False)[:6], rtol=1e-6)
+    np.testing.assert_allclose(u.T @ u, np.eye(6), atol=1e-8)
+    np.testing.assert_allclose((u * s) @ vt, matrix.toarray(), atol=0.1)
+    again = randomized_svd(matrix, 6, seed=1)
+    assert all(np.array_equal(a, b) for a, b in zip((u, s, vt), again))
+    wide = randomized_svd(matrix.T.tocsr(), 6, seed=1)[1]  # transposed internally, same values
+    np.testing.assert_allclose(wide, s, rtol=1e-6)
+
+
+def test_full_rank_svd_vectors_keep_the_cosines_of_the_rating_rows(holey_train):
+    """With every component, A·V is a rotation of A's rows (and Aᵀ·U of its columns)."""
+    users, items = np.flatnonzero(holey_train.user_counts()), np.flatnonzero(holey_train.item_counts())
+    user_vecs, item_vecs = svd_embeddings(holey_train, dim=len(items), seed=0)
+    dense = holey_train.to_csr().toarray()
+
+    def cosines(x):
+        unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+        return unit @ unit.T
+
+    np.testing.assert_allclose(cosines(user_vecs[users]), cosines(dense[users]), atol=1e-4)
+    np.testing.assert_allclose(cosines(item_vecs[items]), cosines(dense.T[items]), atol=1e-4)
+    assert not user_vecs[7].any() and not item_vecs[5].any()  # no train ratings: zero vectors
+
+
+# -- errors -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [({"k": 0}, "k"), ({"k": 2.0}, "k"), ({"dim": 0}, "dim"), ({"neighbors": "annoy"}, "neighbors"),
+     ({"mode": "notebook"}, "mode"), ({"shrinkage": -1.0}, "shrinkage"), ({"min_support": 0}, "min_support"),
+     ({"ranking": "score"}, "ranking"), ({"hnsw": "fast"}, "hnsw"), ({"hnsw": {"M": 1}}, "hnsw"),
+     ({"hnsw": {"m": 16}}, "hnsw"), ({"seed": -2}, "seed"), ({"dense_mb": -1}, "dense_mb"),
+     ({"device": "gpu0"}, "device")],
+)
+def test_bad_arguments_are_named(kwargs, key):
+    with pytest.raises(ConfigError, match=f"^{key}:"):
+        UserKNN(**kwargs)
+
+
+def test_bad_embeddings_and_dim_are_named(small_split):
+    train = small_split.train
+    with pytest.raises(ConfigError, match="^embeddings:.*3 user vectors"):
+        UserKNN(embeddings=(np.ones((3, 4)), np.ones((train.n_items, 4)))).fit(train)
+    with pytest.raises(ConfigError, match="^embeddings:.*GlobalMean"):
+        UserKNN(embeddings=GlobalMean().fit(train)).fit(train)
+    with pytest.raises(ConfigError, match="^dim:"):
+        UserKNN(dim=500).fit(train)
+
+
+def test_incomplete_state_is_refused(small_split):
+    state = UserKNN(**SMALL).fit(small_split.train).state()
+    del state["values"]
+    with pytest.raises(CheckpointError, match="lacks values"):
+        UserKNN(**SMALL).load_state(state)
