@@ -8,7 +8,6 @@ arguments, the raw ids of users and items, the item titles, and the SHA-256 of
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import torch
 from cfrec.data.idmap import IdMap
 from cfrec.data.ratings import ItemInfo, Ratings
 from cfrec.errors import CheckpointError
-from cfrec.io import save_tensors, write_json
+from cfrec.io import save_tensors, sha256, write_json
 from cfrec.models.base import Recommender
 from cfrec.models.registry import model_class
 
@@ -66,7 +65,7 @@ def save_model(model: Recommender, train: Ratings, folder: str | Path) -> Path:
         meta["items"] = {"titles": info.titles.tolist(), "years": [None if np.isnan(y) else y for y in info.years],
                          "genre_names": list(info.genre_names)}
     save_tensors(folder / TENSORS, tensors)
-    meta["sha256"] = _sha256(folder / TENSORS)
+    meta["sha256"] = sha256(folder / TENSORS)
     write_json(folder / META, meta)
     return folder
 
@@ -78,7 +77,7 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> Checkp
     tensor_path = folder / TENSORS
     if not tensor_path.is_file():
         raise CheckpointError(f"{tensor_path}: missing")
-    if _sha256(tensor_path) != meta.get("sha256"):
+    if sha256(tensor_path) != meta.get("sha256"):
         raise CheckpointError(f"{tensor_path}: checksum differs from {META}; the file is truncated or was altered")
     try:
         tensors = torch.load(tensor_path, map_location=device, weights_only=True)
@@ -118,11 +117,3 @@ def _read_meta(path: Path) -> dict[str, Any]:
     if meta.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint version {meta.get('version')!r}, this cfrec reads {VERSION}")
     return meta
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

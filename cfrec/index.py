@@ -9,11 +9,9 @@ over-fetches by the largest exclusion count of a batch and keeps the first ``k``
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -24,6 +22,7 @@ import torch
 from torch import Tensor
 
 from cfrec.errors import CheckpointError, ConfigError
+from cfrec.io import atomic_path, sha256, write_json
 from cfrec.validation import check_choice, check_int
 
 log = logging.getLogger(__name__)
@@ -185,16 +184,12 @@ class HNSWIndex:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the graph to ``path`` and its parameters to ``path + '.json'``, each atomically."""
         index, path = self._built(), Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _temp_path(path)
-        try:
+        with atomic_path(path) as tmp:
             index.save_index(str(tmp))
-            meta = {"format": FORMAT_VERSION, "params": self.params(), "dim": index.dim, "count": len(self),
-                    "sha256": _sha256(tmp)}
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        _atomic_write_text(_meta_path(path), json.dumps(meta, indent=2))
+            checksum = sha256(tmp)
+        meta = {"format": FORMAT_VERSION, "params": self.params(), "dim": index.dim, "count": len(self),
+                "sha256": checksum}
+        write_json(_meta_path(path), meta)
         return path
 
     @classmethod
@@ -207,7 +202,7 @@ class HNSWIndex:
             raise CheckpointError(f"{_meta_path(path)}: cannot read the index parameters ({err})") from err
         if meta.get("format") != FORMAT_VERSION:
             raise CheckpointError(f"{path}: index format {meta.get('format')!r}, expected {FORMAT_VERSION}")
-        if not path.is_file() or _sha256(path) != meta["sha256"]:
+        if not path.is_file() or sha256(path) != meta["sha256"]:
             raise CheckpointError(f"{path}: missing, or its checksum does not match {_meta_path(path).name}")
         self = cls(**meta["params"])
         self._index = hnswlib.Index(space=self.space, dim=int(meta["dim"]))
@@ -285,26 +280,3 @@ def _unit_rows(x: Tensor) -> Tensor:
 
 def _meta_path(path: Path) -> Path:
     return path.with_name(path.name + ".json")
-
-
-def _temp_path(path: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(name)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = _temp_path(path)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

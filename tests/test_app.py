@@ -41,11 +41,12 @@ def test_every_config_of_every_group_composes(group):
 
 @pytest.mark.parametrize("option", sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
 def test_model_configs_mirror_constructor_defaults(option):
-    """conf/model/<name>.yaml lists exactly the constructor's arguments with the code's defaults;
-    a variant (e.g. cf_weighted, name: cf) may only set existing arguments."""
+    """conf/model/<name>.yaml lists exactly the constructor's arguments with the code's defaults
+    (``device`` comes from the run's top-level ``device``); a variant (e.g. cf_weighted, name: cf)
+    may only set existing arguments."""
     section = OmegaConf.to_container(OmegaConf.load(CONF / "model" / f"{option}.yaml"))
     name = section.pop("name")
-    params = inspect.signature(MODELS[name]).parameters
+    params = {k: v for k, v in inspect.signature(MODELS[name]).parameters.items() if k != "device"}
     assert set(section) <= set(params), f"{option}.yaml has keys {set(section) - set(params)} the constructor lacks"
     if option == name:
         assert set(section) == set(params), f"{option}.yaml lacks {set(params) - set(section)}"

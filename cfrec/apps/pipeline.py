@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from cfrec import plots
-from cfrec.checkpoint import save_model
+from cfrec.checkpoint import load_model, save_model
 from cfrec.data import Ratings, Split
 from cfrec.errors import ConfigError
 from cfrec.evaluate import evaluate, predict_pairs
@@ -24,7 +24,9 @@ from cfrec.experiment import check_data_source, load_data, make_split, resolve_d
 from cfrec.io import write_json
 from cfrec.models.base import Recommender
 from cfrec.models.registry import build_model
+from cfrec.index import HNSWIndex
 from cfrec.monitor import TensorBoardLogger
+from cfrec.serving import ITEM_INDEX, USER_INDEX
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,9 @@ def prepare(cfg: Mapping[str, Any]) -> tuple[Recommender, Split, torch.device]:
     check_data_source(cfg["data"])
     check_eval(cfg["eval"])
     options = dict(cfg["model"])
-    model = build_model(str(options.pop("name", "")), options)
+    if isinstance(options.get("embeddings"), str):  # KNN over the vectors of another run's model
+        options["embeddings"] = load_model(options["embeddings"]).model
+    model = build_model(str(options.pop("name", "")), options, device=str(device))
     torch.manual_seed(int(cfg.get("seed", 42)))
     split = make_split(load_data(cfg["data"]), cfg["split"])
     return model, split, device
@@ -74,6 +78,8 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, label: str | None = None) -
     log.info("%s: %s", label, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
     if options.get("save_model", True):
         save_model(model, train, run_dir)
+    if options.get("build_index", True):
+        build_indexes(model, cfg.get("index", {}), run_dir)
     if options.get("plots", True):
         write_plots(model, train, test, run_dir, label, device)
     if logger is not None:
@@ -81,6 +87,15 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, label: str | None = None) -
         logger.log_hparams(_flatten({"model": dict(cfg["model"]), "data": dict(cfg["data"])}), metrics)
         logger.close()
     return metrics
+
+
+def build_indexes(model: Recommender, params: Mapping[str, Any], run_dir: Path) -> None:
+    """HNSW indexes over the model's item and user vectors, saved beside the checkpoint."""
+    for vectors, name in ((model.item_vectors, ITEM_INDEX), (model.user_vectors, USER_INDEX)):
+        if vectors is not None:
+            index = HNSWIndex(**params).build(vectors)
+            index.save(run_dir / name)
+            log.info("%s: HNSW recall@10 against exact search %.4f", name, index.recall(10, sample=500))
 
 
 def write_plots(model: Recommender, train: Ratings, test: Ratings, run_dir: Path, label: str, device) -> None:
