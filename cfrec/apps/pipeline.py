@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -42,18 +42,35 @@ def check_eval(section: Mapping[str, Any]) -> None:
         raise ConfigError("eval.limit", f"must be a positive number of pairs or null, got {section['limit']}")
 
 
+def make_model(options: Mapping[str, Any], device: torch.device) -> Recommender:
+    """An unfitted model from a ``model`` section; KNN ``embeddings`` may name another run folder."""
+    options = dict(options)
+    if isinstance(options.get("embeddings"), str):  # KNN over the vectors of another run's model
+        options["embeddings"] = load_model(options["embeddings"]).model
+    return build_model(str(options.pop("name", "")), options, device=str(device))
+
+
+def load_split(cfg: Mapping[str, Any]) -> Split:
+    """Data and split of a run (the seed set first)."""
+    torch.manual_seed(int(cfg.get("seed", 42)))
+    return make_split(load_data(cfg["data"]), cfg["split"])
+
+
 def prepare(cfg: Mapping[str, Any]) -> tuple[Recommender, Split, torch.device]:
-    """Validate every section, then build the model and the split (the only data work)."""
+    """Validate every section, build the model, then load the data and split it."""
     device = resolve_device(str(cfg.get("device", "auto")))
     check_data_source(cfg["data"])
     check_eval(cfg["eval"])
-    options = dict(cfg["model"])
-    if isinstance(options.get("embeddings"), str):  # KNN over the vectors of another run's model
-        options["embeddings"] = load_model(options["embeddings"]).model
-    model = build_model(str(options.pop("name", "")), options, device=str(device))
-    torch.manual_seed(int(cfg.get("seed", 42)))
-    split = make_split(load_data(cfg["data"]), cfg["split"])
-    return model, split, device
+    model = make_model(cfg["model"], device)
+    return model, load_split(cfg), device
+
+
+def fit_model(model: Recommender, train: Ratings, train_options: Mapping[str, Any] | None,
+              callbacks: Sequence[Callable] = ()) -> float:
+    """Fit ``model`` (learned models with the ``train`` options and epoch callbacks); seconds taken."""
+    start = time.perf_counter()
+    model.fit(train)
+    return time.perf_counter() - start
 
 
 def run(cfg: Mapping[str, Any], run_dir: str | Path, label: str | None = None) -> dict[str, Any]:
@@ -65,9 +82,7 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, label: str | None = None) -
     options = cfg.get("run", {})
     logger = TensorBoardLogger(run_dir / "tb") if options.get("tensorboard", True) else None
     log.info("fitting %s on %s (%d ratings; test %d pairs)", label, train.name, len(train), len(test))
-    start = time.perf_counter()
-    model.fit(train)
-    fit_seconds = time.perf_counter() - start
+    fit_seconds = fit_model(model, train, cfg.get("train"), [logger.on_epoch_end] if logger else [])
     start = time.perf_counter()
     metrics = evaluate(model, train, test, device=device, progress=options.get("progress", True), **cfg["eval"])
     metrics.update({

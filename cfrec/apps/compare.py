@@ -1,0 +1,113 @@
+"""``cfrec-compare``: several models on one split; a table (markdown + CSV) and comparison plots."""
+
+from __future__ import annotations
+
+import logging
+import time
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Mapping
+
+import hydra
+import numpy as np
+import pandas as pd
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from cfrec import plots
+from cfrec.apps.pipeline import check_eval, fit_model, load_split, make_model
+from cfrec.checkpoint import save_model
+from cfrec.errors import ConfigError
+from cfrec.evaluate import evaluate, predict_pairs
+from cfrec.experiment import check_data_source, resolve_device
+from cfrec.io import atomic_path, write_json
+from cfrec.tables import to_markdown
+
+log = logging.getLogger(__name__)
+
+TABLE_COLUMNS = ["model", "accuracy", "rmse", "mae", "recall@50", "ndcg@10", "fit_seconds", "eval_seconds"]
+
+
+def model_entry(label: str, entry: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(model options, train options or None) of one compare entry, from its conf/model defaults."""
+    entry = dict(entry)
+    choice = entry.pop("model", None)
+    conf = files("cfrec.conf")
+    if choice is None or not conf.joinpath("model", f"{choice}.yaml").is_file():
+        raise ConfigError(f"compare.models.{label}.model", f"no conf/model/{choice}.yaml")
+    options = OmegaConf.to_container(OmegaConf.load(conf.joinpath("model", f"{choice}.yaml")))
+    train_options = entry.pop("train", None)
+    train_file = conf.joinpath("train", f"{choice}.yaml")
+    if train_file.is_file():
+        base = OmegaConf.to_container(OmegaConf.load(train_file))
+        train_options = {**base, **(train_options or {})}
+    unknown = set(entry) - set(options)
+    if unknown:
+        raise ConfigError(f"compare.models.{label}.{sorted(unknown)[0]}", f"not an option of {choice}")
+    options.update(entry)
+    return options, train_options
+
+
+def compare(cfg: Mapping[str, Any], run_dir: str | Path) -> pd.DataFrame:
+    """Fit and evaluate every entry of ``compare.models`` on one split; write the report."""
+    run_dir = Path(run_dir)
+    settings = cfg["compare"]
+    entries = dict(settings["models"])
+    if settings.get("only"):
+        missing = set(settings["only"]) - set(entries)
+        if missing:
+            raise ConfigError("compare.only", f"no entries named {sorted(missing)}")
+        entries = {k: v for k, v in entries.items() if k in settings["only"]}
+    device = resolve_device(str(cfg.get("device", "auto")))
+    check_data_source(cfg["data"])
+    check_eval(cfg["eval"])
+    specs = {label: model_entry(label, entry) for label, entry in entries.items()}
+    models = {label: make_model(options, device) for label, (options, _) in specs.items()}  # all valid before work
+    train, test = load_split(cfg)
+    rows, errors = [], {}
+    for label, model in models.items():
+        fit_seconds = fit_model(model, train, specs[label][1])
+        start = time.perf_counter()
+        metrics = evaluate(model, train, test, device=device, **{**cfg["eval"], "ks": sorted({*cfg["eval"]["ks"], 50})})
+        metrics.update(model=label, fit_seconds=fit_seconds, eval_seconds=time.perf_counter() - start)
+        head = int(settings.get("head") or 0)
+        if head:
+            first = evaluate(model, train, test, limit=head, ranking=False, device=device)
+            metrics.update({f"accuracy@first{head}": first["accuracy"], f"rmse@first{head}": first["rmse"]})
+        pred = predict_pairs(model, test.users, test.items, device=device).numpy()
+        errors[label] = pred - test.values
+        plots.true_vs_predicted(test.values, pred, run_dir / f"true_vs_predicted_{label}.png", label)
+        if settings.get("save_models"):
+            save_model(model, train, run_dir / "models" / label)
+        log.info("%s: rmse %.4f, accuracy %.4f, recall@50 %.4f, fit %.2f s",
+                 label, metrics["rmse"], metrics["accuracy"], metrics["recall@50"], fit_seconds)
+        rows.append(metrics)
+    table = pd.DataFrame(rows)
+    head_columns = [c for c in table.columns if "@first" in c]
+    table = table[TABLE_COLUMNS[:1] + head_columns + TABLE_COLUMNS[1:]]
+    write_report(table, rows, errors, train.values, test.values, run_dir)
+    return table
+
+
+def write_report(table: pd.DataFrame, rows: list[dict], errors: dict[str, np.ndarray], train_values: np.ndarray,
+                 test_values: np.ndarray, run_dir: Path) -> None:
+    """comparison.md / .csv, metrics.json (every metric of every model) and the PNGs."""
+    with atomic_path(run_dir / "comparison.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_path(run_dir / "comparison.md") as tmp:
+        tmp.write_text(to_markdown(table))
+    write_json(run_dir / "metrics.json", {row["model"]: row for row in rows})
+    plots.rating_distribution(train_values, test_values, run_dir / "rating_distribution.png")
+    plots.error_histograms(errors, run_dir / "prediction_errors.png")
+    bars = {"accuracy": table["accuracy"].tolist(), "RMSE": table["rmse"].tolist(), "Recall@50": table["recall@50"].tolist()}
+    plots.metric_bars(table["model"].tolist(), bars, run_dir / "metrics.png")
+    log.info("comparison:\n%s", to_markdown(table))
+
+
+@hydra.main(config_path="../conf", config_name="compare", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    compare(OmegaConf.to_container(cfg, resolve=True), HydraConfig.get().runtime.output_dir)
+
+
+if __name__ == "__main__":
+    main()
