@@ -2,5 +2,11 @@
 
 from cfrec.models.base import NotFittedError, Recommender
 from cfrec.models.baseline import BiasBaseline, GlobalMean, Popularity
+from cfrec.models.collaborative import CollaborativeFiltering
+from cfrec.models.content import ContentBased
+from cfrec.models.foldin import FoldedUsers
 
-__all__ = ["BiasBaseline", "GlobalMean", "NotFittedError", "Popularity", "Recommender"]
+__all__ = [
+    "BiasBaseline", "CollaborativeFiltering", "ContentBased", "FoldedUsers", "GlobalMean", "NotFittedError",
+    "Popularity", "Recommender",
+]
