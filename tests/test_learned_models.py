@@ -118,7 +118,7 @@ def test_content_recovers_planted_theta_from_true_features() -> None:
     users, items = np.nonzero(rng.random((n_users, n_items)) < 0.5)
     values = np.einsum("nf,nf->n", theta[users], features[items]) + rng.normal(0, 0.1, len(users))
     ratings = Ratings.from_arrays(users, items, values)
-    model = ContentBased(item_features=features, bias=False, l2=0.01, clip=False).fit(ratings, CONVERGE)
+    model = ContentBased(item_features=features, bias=False, l2=0.01, clip=False).fit(ratings, {**CONVERGE, "epochs": 400})
     # the fitted θ is the per-user ridge solution (what the notes fit one user at a time) ...
     for u in (0, 77, 149):
         rated = items[users == u]

@@ -36,7 +36,7 @@ class CollaborativeFiltering(FactorModel):
     }
 
     def __init__(
-        self, rank: int = 64, l2: float = 25.0, bias: bool = True, l2_bias: float = 5.0,
+        self, rank: int = 128, l2: float = 20.0, bias: bool = True, l2_bias: float = 1.0,
         init_scale: float = 0.1, w0: float | None = None, clip: bool = True,
     ):
         if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:

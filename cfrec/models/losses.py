@@ -24,7 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -106,9 +105,9 @@ def dense_loss(
     theta_aug, x_aug = f.augmented()
     theta, user_bias = f.theta, f.user_bias
     if rows is not None:
-        theta_aug = F.embedding(rows, theta_aug)  # (B, k')
-        theta = F.embedding(rows, theta)  # (B, k)
-        user_bias = None if user_bias is None else user_bias[rows]  # (B,)
+        theta_aug = theta_aug.index_select(0, rows)  # (B, k')
+        theta = theta.index_select(0, rows)  # (B, k)
+        user_bias = None if user_bias is None else user_bias.index_select(0, rows)  # (B,)
     pred = theta_aug @ x_aug.T  # (B, n_items)
     if w0 is None:
         err = (pred * R - Y).view(-1)  # (B * n_items,)
@@ -134,11 +133,12 @@ def index_loss(
     unrated-cell term touches every row anyway) every row carries the batch's ``fraction``. With ``w0``, the unrated cells enter through the
     closed form ``fraction`` · w₀/2 Σ_all ŷ².
     """
-    theta = F.embedding(users, f.theta)  # (n, k)
-    x = F.embedding(items, f.x)  # (n, k)
+    # index_select, not F.embedding or t[idx]: its backward is one index_add_ (about 2× faster on CPU)
+    theta = f.theta.index_select(0, users)  # (n, k)
+    x = f.x.index_select(0, items)  # (n, k)
     pred = (theta * x).sum(dim=1)  # (n,)
     if f.biased:
-        pred = pred + f.mean + f.user_bias[users] + f.item_bias[items]
+        pred = pred + f.mean + f.user_bias.index_select(0, users) + f.item_bias.index_select(0, items)
     err = pred - values  # (n,)
     data = 0.5 * torch.dot(err, err)
     if w0 is not None:

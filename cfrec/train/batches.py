@@ -102,19 +102,25 @@ class IndexLayout:
             yield IndexBatch(self.users, self.items, self.values, None, None, 1.0)
             return
         order = torch.randperm(self.n_ratings, generator=generator).to(self.users.device)
-        for chunk in order.split(batch_size):
-            yield IndexBatch(
-                self.users[chunk], self.items[chunk], self.values[chunk],
-                self.user_share[chunk], self.item_share[chunk], len(chunk) / self.n_ratings,
-            )
+        # one shuffled copy per epoch, then contiguous slices (views): cheaper than gathering per batch
+        columns = [t.index_select(0, order) for t in (self.users, self.items, self.values, self.user_share, self.item_share)]
+        for start in range(0, self.n_ratings, batch_size):
+            users, items, values, user_share, item_share = (t[start : start + batch_size] for t in columns)
+            yield IndexBatch(users, items, values, user_share, item_share, len(users) / self.n_ratings)
 
 
 def choose_layout(
-    layout: str, train: Ratings, device: torch.device | str, dense_max_cells: int,
+    layout: str, train: Ratings, device: torch.device | str, dense_max_cells: int, batch_size: int | None,
 ) -> DenseLayout | IndexLayout:
-    """``dense``, ``index`` or ``auto``: dense while users × items ≤ ``dense_max_cells``."""
+    """``dense``, ``index`` or ``auto``.
+
+    ``auto`` takes dense for full-batch descent while users × items ≤ ``dense_max_cells`` (one
+    matmul beats gathering every rating), and index for mini-batches: its random batches update
+    every user many times per epoch, where a dense block of users updates each of them once.
+    """
     if layout == "auto":
-        layout = "dense" if train.n_users * train.n_items <= dense_max_cells else "index"
+        fits = train.n_users * train.n_items <= dense_max_cells
+        layout = "dense" if fits and (batch_size is None or batch_size >= len(train)) else "index"
     if layout == "dense":
         return DenseLayout(train, device)
     if layout == "index":

@@ -105,7 +105,7 @@ class Trainer:
         cfg = self.config
         device = resolve_device(cfg.device)
         fit_part, val = self._carve_validation(train)
-        layout = choose_layout(cfg.layout, fit_part, device, cfg.dense_max_cells)
+        layout = choose_layout(cfg.layout, fit_part, device, cfg.dense_max_cells, cfg.batch_size)
         model.prepare(fit_part, torch.Generator().manual_seed(cfg.seed), device)
         self.model = model
         self.optimizer = self._make_optimizer(model)
