@@ -123,7 +123,7 @@ def test_weighted_mask_is_the_weighted_sum_over_all_cells() -> None:
     W = np.where(R, 1.0, w0)
     expected = 0.5 * np.sum(W * (pred - np.where(R, Y, 0.0)) ** 2)
     f = leaf_factors(theta, x, b_u, b_i, mean)
-    assert float(index_loss(f, Penalty(0, 0), *index_inputs(Y), w0=w0).data) == pytest.approx(expected, rel=1e-12)
+    assert index_loss(f, Penalty(0, 0), *index_inputs(Y), w0=w0).data.item() == pytest.approx(expected, rel=1e-12)
 
 
 @pytest.mark.parametrize("w0", [None, 0.1])

@@ -133,3 +133,11 @@ def test_cuda_request_without_cuda_is_a_config_error(small_split: Split) -> None
         pytest.skip("CUDA is available here")
     with pytest.raises(ConfigError, match="^device:"):
         CollaborativeFiltering(rank=2).fit(small_split.train, {"device": "cuda", "epochs": 1})
+
+
+def test_a_trainer_fits_afresh_each_time(small_split: Split) -> None:
+    trainer = Trainer(TrainConfig.from_dict(FAST))
+    first = params(trainer.fit(CollaborativeFiltering(rank=4), small_split.train))
+    second = params(trainer.fit(CollaborativeFiltering(rank=4), small_split.train))
+    assert len(trainer.history) == FAST["epochs"]
+    assert_same(first, second)

@@ -31,9 +31,7 @@ class CollaborativeFiltering(FactorModel):
     """
 
     name = "cf"
-    train_defaults: ClassVar[dict[str, Any]] = {
-        "optimizer": "adam", "lr": 0.02, "epochs": 8, "batch_size": 32768, "schedule": "cosine",
-    }
+    train_defaults: ClassVar[dict[str, Any]] = {}  # TrainConfig's own defaults were tuned for this model
 
     def __init__(
         self, rank: int = 128, l2: float = 20.0, bias: bool = True, l2_bias: float = 1.0,

@@ -32,9 +32,7 @@ class ContentBased(FactorModel):
     """
 
     name = "content"
-    train_defaults: ClassVar[dict[str, Any]] = {
-        "optimizer": "adam", "lr": 0.05, "epochs": 10, "batch_size": 32768, "schedule": "cosine",
-    }
+    train_defaults: ClassVar[dict[str, Any]] = {"lr": 0.05, "epochs": 10}
 
     def __init__(
         self, genres: bool = True, year_width: int | None = 10, constant: bool = True, l2: float = 10.0,

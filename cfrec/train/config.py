@@ -17,6 +17,9 @@ MONITORS = ("val_rmse", "val_mae", "loss")
 class TrainConfig:
     """How a learned model is trained. Each field is one key of the ``train`` config group.
 
+    The defaults are those tuned for `CollaborativeFiltering` on MovieLens 1M (see
+    ``docs/learned_models.md``); a model may override some in its ``train_defaults``.
+
     - ``optimizer``: ``adam``, ``adamw`` or ``sgd``; ``lr`` its learning rate, ``momentum`` SGD's
       momentum, ``weight_decay`` the optimizer's own decay (on top of the loss's λ; 0 = none).
       The optimizer sees J divided by the ratings per batch, so ``lr`` does not depend on
@@ -35,12 +38,12 @@ class TrainConfig:
     """
 
     optimizer: str = "adam"
-    lr: float = 0.01
+    lr: float = 0.02
     momentum: float = 0.0
     weight_decay: float = 0.0
-    epochs: int = 20
-    batch_size: int | None = 32768
-    schedule: str = "constant"
+    epochs: int = 8
+    batch_size: int | None = 16384
+    schedule: str = "cosine"
     lr_min_ratio: float = 0.0
     gamma: float = 0.9
     val_fraction: float = 0.0

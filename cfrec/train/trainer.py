@@ -71,14 +71,18 @@ class Trainer:
     def __init__(self, config: TrainConfig | None = None, callbacks: Sequence[EpochCallback] = ()):
         self.config = config or TrainConfig()
         self.callbacks = list(callbacks)
-        self.history: list[dict[str, float]] = []
-        self.epoch = 0
         self.model: nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        self._resume: dict[str, Any] | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        """Fresh run state: epoch 0, empty history, batch order from the seed."""
+        self.history: list[dict[str, float]] = []
+        self.epoch = 0
         self.generator = torch.Generator().manual_seed(self.config.seed + 1)
         self.best: dict[str, Any] = {"value": float("inf"), "epoch": 0, "bad_epochs": 0, "state": None}
-        self._resume: dict[str, Any] | None = None
 
     # -- state for resuming -------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -96,7 +100,10 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume from ``state_dict()``: the next ``fit`` continues after ``state['epoch']``."""
+        """Resume from ``state_dict()``: the next ``fit`` continues after ``state['epoch']``.
+
+        Without it, every ``fit`` starts afresh from the seed.
+        """
         self._resume = state
 
     # -- the loop -----------------------------------------------------------------------
@@ -112,6 +119,8 @@ class Trainer:
         self.scheduler = self._make_scheduler(self.optimizer)
         if self._resume is not None:
             self._apply_resume(model, self._resume)
+        else:
+            self._reset()
         n_batches = layout.n_batches(cfg.batch_size)
         scale = n_batches / layout.n_ratings  # the optimizer sees J per rating
         log.info(
