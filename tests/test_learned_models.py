@@ -81,7 +81,7 @@ def test_weighted_fold_in_zeroes_the_gradient_of_j(tiny: SyntheticData) -> None:
         model.theta.copy_(folded.theta)
         model.user_bias.copy_(folded.bias)
     model.zero_grad()
-    model.loss(next(DenseLayout(ratings).batches(None, torch.Generator()))).total.backward()
+    model(next(DenseLayout(ratings).batches(None, torch.Generator()))).total.backward()
     assert model.theta.grad.abs().max() < 1e-3 and model.user_bias.grad.abs().max() < 1e-3
     assert model.x.grad.abs().max() > 1e-2  # the item side was not at its optimum: the check can fail
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -31,7 +31,6 @@ class CollaborativeFiltering(FactorModel):
     """
 
     name = "cf"
-    train_defaults: ClassVar[dict[str, Any]] = {}  # TrainConfig's own defaults were tuned for this model
 
     def __init__(
         self, rank: int = 128, l2: float = 20.0, bias: bool = True, l2_bias: float = 1.0,

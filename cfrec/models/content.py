@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,11 +32,10 @@ class ContentBased(FactorModel):
     """
 
     name = "content"
-    train_defaults: ClassVar[dict[str, Any]] = {"lr": 0.05, "epochs": 10}
 
     def __init__(
-        self, genres: bool = True, year_width: int | None = 10, constant: bool = True, l2: float = 10.0,
-        bias: bool = True, l2_bias: float = 5.0, clip: bool = True, item_features: Any | None = None,
+        self, genres: bool = True, year_width: int | None = 10, constant: bool = True, l2: float = 30.0,
+        bias: bool = True, l2_bias: float = 1.0, clip: bool = True, item_features: Any | None = None,
     ):
         super().__init__(l2=l2, bias=bias, l2_bias=l2_bias, w0=None, clip=clip)
         self.genres, self.year_width, self.constant = bool(genres), year_width, bool(constant)

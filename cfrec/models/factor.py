@@ -8,7 +8,7 @@ side x: learned (`CollaborativeFiltering`) or fixed features (`ContentBased`).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -31,8 +31,6 @@ class FactorModel(Recommender, nn.Module):
     Users or items without a training rating have θ = x = 0 and bias 0, J's own optimum for
     them, so they predict μ + b_u (or μ + b_i): the bias baseline, or the global mean.
     """
-
-    train_defaults: ClassVar[dict[str, Any]] = {}  # TrainConfig overrides that suit this model
 
     def __init__(self, *, l2: float, bias: bool, l2_bias: float, w0: float | None, clip: bool):
         nn.Module.__init__(self)
@@ -82,9 +80,9 @@ class FactorModel(Recommender, nn.Module):
         self, train: Ratings, config: TrainConfig | dict[str, Any] | None = None,
         callbacks: Sequence[EpochCallback] = (),
     ) -> "FactorModel":
-        """Train on ``train``; ``config`` overrides this model's ``train_defaults``."""
+        """Train on ``train`` with `TrainConfig`'s tuned defaults, any of them overridden by ``config``."""
         if not isinstance(config, TrainConfig):
-            config = TrainConfig.from_dict(config, base=TrainConfig.from_dict(self.train_defaults))
+            config = TrainConfig.from_dict(config)
         trainer = Trainer(config, callbacks)
         trainer.fit(self, train)
         self.history = trainer.history
@@ -116,8 +114,8 @@ class FactorModel(Recommender, nn.Module):
     def penalty(self) -> Penalty:
         return Penalty(self.l2, self.l2_item, self.l2_bias if self.use_bias else 0.0)
 
-    def loss(self, batch: Batch) -> LossTerms:
-        """J's terms on one batch of either layout."""
+    def forward(self, batch: Batch) -> LossTerms:
+        """J's terms on one batch of either layout (``model(batch)``; DDP can wrap it)."""
         if isinstance(batch, DenseBatch):
             return dense_loss(
                 self.factors(), self.penalty(), batch.Y, batch.R, rows=batch.rows, fraction=batch.fraction, w0=self.w0,

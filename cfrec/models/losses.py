@@ -130,8 +130,8 @@ def index_loss(
     ``user_share``/``item_share`` (n,) give each triple's share of its row's regularization
     (1 / ratings of that user or item), so a row is penalised in proportion to its ratings in
     the batch and not at all in batches without it. Without them (or with ``w0``, whose
-    unrated-cell term touches every row anyway) every row carries the batch's ``fraction``. With ``w0``, the unrated cells enter through the
-    closed form ``fraction`` · w₀/2 Σ_all ŷ².
+    unrated-cell term touches every row anyway) every row carries the batch's ``fraction``.
+    With ``w0``, the unrated cells enter through the closed form ``fraction`` · w₀/2 Σ_all ŷ².
     """
     # index_select, not F.embedding or t[idx]: its backward is one index_add_ (about 2× faster on CPU)
     theta = f.theta.index_select(0, users)  # (n, k)

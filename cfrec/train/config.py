@@ -17,8 +17,8 @@ MONITORS = ("val_rmse", "val_mae", "loss")
 class TrainConfig:
     """How a learned model is trained. Each field is one key of the ``train`` config group.
 
-    The defaults are those tuned for `CollaborativeFiltering` on MovieLens 1M (see
-    ``docs/learned_models.md``); a model may override some in its ``train_defaults``.
+    The defaults were tuned on MovieLens 1M for `CollaborativeFiltering` (and suit
+    `ContentBased`); ``docs/learned_models.md`` shows the sweep.
 
     - ``optimizer``: ``adam``, ``adamw`` or ``sgd``; ``lr`` its learning rate, ``momentum`` SGD's
       momentum, ``weight_decay`` the optimizer's own decay (on top of the loss's λ; 0 = none).

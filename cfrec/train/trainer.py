@@ -38,8 +38,8 @@ class Trainable(Protocol):
     def prepare(self, train: Ratings, generator: torch.Generator, device: torch.device) -> None:
         """Allocate and initialise the parameters for ``train`` on ``device``."""
 
-    def loss(self, batch: Batch) -> "LossTerms":
-        """J's data and regularization terms on one batch."""
+    def __call__(self, batch: Batch) -> "LossTerms":
+        """J's data and regularization terms on one batch (the module's ``forward``)."""
 
     def predict(self, users: Tensor, items: Tensor) -> Tensor: ...
 
@@ -155,7 +155,7 @@ class Trainer:
         params = [p for p in model.parameters() if p.requires_grad]
         steps = 0
         for step, batch in enumerate(layout.batches(self.config.batch_size, self.generator)):
-            terms = model.loss(batch)
+            terms = model(batch)
             objective = terms.total * scale
             self.optimizer.zero_grad(set_to_none=True)
             objective.backward()
