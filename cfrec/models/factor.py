@@ -36,7 +36,7 @@ class FactorModel(Recommender, nn.Module):
         nn.Module.__init__(self)
         _non_negative("l2", l2)
         _non_negative("l2_bias", l2_bias)
-        if w0 is not None and not (isinstance(w0, (int, float)) and 0 < w0 <= 1):
+        if w0 is not None and (isinstance(w0, bool) or not isinstance(w0, (int, float)) or not 0 < w0 <= 1):
             raise ConfigError("w0", f"must be null (rated cells only) or in (0, 1], got {w0!r}")
         self.l2, self.use_bias, self.l2_bias = float(l2), bool(bias), float(l2_bias)
         self.w0 = None if w0 is None else float(w0)

@@ -139,7 +139,8 @@ class Trainer:
             self.history.append(epoch_metrics)
             bar.set_postfix({k: f"{epoch_metrics[k]:.4g}" for k in ("loss", "val_rmse") if k in epoch_metrics})
             log.debug("epoch %d: %s", self.epoch, epoch_metrics)
-            if any(callback(self.epoch, epoch_metrics, model) is True for callback in self.callbacks) or stop:
+            asked_to_stop = [callback(self.epoch, epoch_metrics, model) is True for callback in self.callbacks]
+            if stop or any(asked_to_stop):
                 break
         bar.close()
         if cfg.restore_best and self.best["state"] is not None and self.best["epoch"] != self.epoch:
@@ -151,8 +152,8 @@ class Trainer:
     def _run_epoch(self, model: Trainable, layout, scale: float, epoch: int) -> dict[str, float]:
         """One pass over the batches; returns the epoch's training metrics."""
         start = time.perf_counter()
-        data = reg = grad_norm = 0.0
         params = [p for p in model.parameters() if p.requires_grad]
+        sums = torch.zeros(3, dtype=torch.float64, device=params[0].device)  # data, reg, grad norm
         steps = 0
         for step, batch in enumerate(layout.batches(self.config.batch_size, self.generator)):
             terms = model(batch)
@@ -160,12 +161,11 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             objective.backward()
             norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-            _check_finite(objective, norm, epoch, step, self.config.lr)
+            _check_finite(objective, norm, epoch, step, self.config.lr)  # the step's one device sync
             self.optimizer.step()
-            data += terms.data.item()
-            reg += terms.reg.item()
-            grad_norm += float(norm)
+            sums += torch.stack([terms.data.detach(), terms.reg.detach(), norm.detach()]).double()
             steps += 1
+        data, reg, grad_norm = sums.tolist()
         return {
             "epoch": epoch + 1, "loss": data + reg, "loss_data": data, "loss_reg": reg,
             "lr": self.optimizer.param_groups[0]["lr"], "grad_norm": grad_norm / max(steps, 1),
@@ -234,9 +234,9 @@ def validate(model: Trainable, val: Ratings, device: torch.device, tolerance: fl
 
 
 def _check_finite(objective: Tensor, grad_norm: Tensor, epoch: int, step: int, lr: float) -> None:
-    if not (torch.isfinite(objective) and torch.isfinite(grad_norm)):
+    if not bool(torch.isfinite(objective) & torch.isfinite(grad_norm)):
         what = "loss" if not torch.isfinite(objective) else "gradient norm"
-        value = float(objective) if what == "loss" else float(grad_norm)
+        value = objective.item() if what == "loss" else grad_norm.item()
         raise TrainingDiverged(
             f"training diverged in epoch {epoch + 1}, step {step + 1}: the {what} is {value}; "
             f"the parameters are those before this step. Lower train.lr (now {lr}) or raise the model's l2"
