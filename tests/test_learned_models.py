@@ -31,6 +31,11 @@ class TestContentBased(ModelContract):
         return ContentBased()
 
 
+class TestPureContentBased(ModelContract):
+    def make_model(self):
+        return ContentBased(bias=False)
+
+
 @pytest.fixture(scope="module")
 def planted() -> SyntheticData:
     """Pure rank-4 structure plus biases (no genre term), 600 users × 200 items, a third rated."""
@@ -142,6 +147,22 @@ def test_content_predicts_cold_start_movies_from_their_genres() -> None:
             (("content", content), ("bias", baseline), ("cf", cf))}
     assert rmse["content"] < 0.95 * rmse["bias"]
     assert rmse["cf"] == pytest.approx(rmse["bias"], rel=0.05)  # CF has nothing but biases for them
+
+
+def test_ratings_from_a_dense_matrix_with_nan() -> None:
+    Y = np.array([[4.0, np.nan, 2.0], [np.nan, np.nan, np.nan], [1.0, 5.0, np.nan]])
+    ratings = Ratings.from_dense(Y, user_ids=["a", "b", "c"])
+    assert (ratings.n_users, ratings.n_items, len(ratings)) == (3, 3, 4)  # user "b" kept without ratings
+    np.testing.assert_array_equal(ratings.users, [0, 0, 2, 2])
+    np.testing.assert_array_equal(ratings.items, [0, 2, 0, 1])
+    np.testing.assert_array_equal(ratings.values, [4.0, 2.0, 1.0, 5.0])
+    assert ratings.user_map.code("c") == 2 and list(ratings.item_map.ids) == [0, 1, 2]
+    dense, mask = ratings.to_dense()
+    np.testing.assert_array_equal(mask.numpy(), ~np.isnan(Y))
+    with pytest.raises(ValueError, match="user ids"):
+        Ratings.from_dense(Y, user_ids=["a"])
+    with pytest.raises(ValueError, match="inf"):
+        Ratings.from_dense([[1.0, np.inf]])
 
 
 def test_item_features_builder() -> None:
