@@ -115,6 +115,37 @@ class Ratings:
         return cls(users, items, vals, user_map, item_map, timestamps=ts, **kwargs)
 
     @classmethod
+    def from_dense(
+        cls,
+        matrix: np.ndarray | Sequence[Sequence[float]],
+        *,
+        user_ids: Sequence | None = None,
+        item_ids: Sequence | None = None,
+        **kwargs,
+    ) -> "Ratings":
+        """Ratings from a users × items matrix with NaN where a user did not rate (the notes' Y).
+
+        Row ``u`` becomes user code ``u`` and column ``i`` item code ``i``, also for rows or
+        columns without any rating; raw ids are ``user_ids``/``item_ids`` or 0..n-1.
+        """
+        Y = np.asarray(matrix, dtype=np.float64)
+        if Y.ndim != 2:
+            raise ValueError(f"from_dense needs a 2-d users × items matrix, got shape {Y.shape}")
+        if np.isinf(Y).any():
+            raise ValueError("from_dense: ratings must be finite or NaN (missing), found inf")
+        user_ids = np.arange(Y.shape[0]) if user_ids is None else np.asarray(user_ids)
+        item_ids = np.arange(Y.shape[1]) if item_ids is None else np.asarray(item_ids)
+        if len(user_ids) != Y.shape[0] or len(item_ids) != Y.shape[1]:
+            raise ValueError(
+                f"from_dense: {len(user_ids)} user ids and {len(item_ids)} item ids for a {Y.shape} matrix"
+            )
+        users, items = np.nonzero(~np.isnan(Y))  # row-major: user by user
+        return cls(
+            users.astype(np.int64), items.astype(np.int64), Y[users, items].astype(np.float32),
+            IdMap(user_ids, "user"), IdMap(item_ids, "item"), **kwargs,
+        )
+
+    @classmethod
     def from_frame(
         cls,
         frame: pd.DataFrame,

@@ -1,0 +1,68 @@
+"""`CollaborativeFiltering`: users' θ and movies' x both learned from the ratings alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from cfrec.data.ratings import Ratings
+from cfrec.errors import ConfigError
+from cfrec.models.factor import FactorModel
+
+
+class CollaborativeFiltering(FactorModel):
+    """Matrix factorization ŷ(u, i) = θ_uᵀx_i (+ μ + b_u + b_i), trained on the notes' J.
+
+    Options (each one key of ``conf/model/cf.yaml``):
+
+    - ``rank``: k, the length of θ_u and x_i.
+    - ``l2``: λ on ‖Θ‖² + ‖X‖² (J sums over ratings, so λ is in rating-count units).
+    - ``bias``: learn a global mean and user/item biases (initialised from the closed-form bias
+      baseline); ``l2_bias`` is their own λ.
+    - ``init_scale``: standard deviation of the random normal θ and x at the start.
+    - ``w0``: ``None`` fits the rated cells only. A number in (0, 1] gives the weighted-mask
+      variant for ranking: every unrated cell counts as a 0 with weight ``w0`` (rated cells
+      weight 1); its scores rank well, but they are not ratings.
+    - ``clip``: clip predicted ratings into the training rating range.
+
+    Items (or users) with no training rating keep x = 0 and predict μ + b_u.
+    """
+
+    name = "cf"
+
+    def __init__(
+        self, rank: int = 128, l2: float = 20.0, bias: bool = True, l2_bias: float = 1.0,
+        init_scale: float = 0.1, w0: float | None = None, clip: bool = True,
+    ):
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            raise ConfigError("rank", f"must be a positive integer, got {rank!r}")
+        if isinstance(init_scale, bool) or not isinstance(init_scale, (int, float)) or init_scale < 0:
+            raise ConfigError("init_scale", f"must be a non-negative number, got {init_scale!r}")
+        super().__init__(l2=l2, bias=bias, l2_bias=l2_bias, w0=w0, clip=clip)
+        self._rank, self._init_scale = rank, float(init_scale)
+        self.x = nn.Parameter(torch.zeros(0, rank))
+
+    @property
+    def rank(self) -> int:
+        return self._rank
+
+    @property
+    def init_scale(self) -> float:
+        return self._init_scale
+
+    @property
+    def item_table(self) -> Tensor:
+        return self.x
+
+    def init_item_side(self, train: Ratings, generator: torch.Generator) -> None:
+        x = torch.randn(train.n_items, self.rank, generator=generator) * self.init_scale  # (n_items, k)
+        x[torch.as_tensor(train.item_counts() == 0)] = 0.0
+        self.x = nn.Parameter(x)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "rank": self.rank, "l2": self.l2, "bias": self.use_bias, "l2_bias": self.l2_bias,
+            "init_scale": self.init_scale, "w0": self.w0, "clip": self.clip_predictions,
+        }

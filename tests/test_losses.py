@@ -1,0 +1,150 @@
+"""The loss J: autograd against the notes' hand-written gradients, and the two layouts against each other."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cfrec.data import Ratings
+from cfrec.models.losses import Factors, Penalty, dense_loss, index_loss
+from cfrec.train.batches import DenseLayout, IndexLayout
+
+LAM, LAM_B = 0.7, 0.3
+
+
+def random_problem(seed: int, n_users: int = 7, n_items: int = 5, k: int = 3, density: float = 0.5):
+    """Float64 factors, biases and a NaN-holed rating matrix where every row and column has a rating."""
+    rng = np.random.default_rng(seed)
+    Y = rng.integers(1, 6, (n_users, n_items)).astype(float)
+    keep = rng.random((n_users, n_items)) < density
+    keep[np.arange(n_users), rng.integers(0, n_items, n_users)] = True
+    keep[rng.integers(0, n_users, n_items), np.arange(n_items)] = True
+    Y[~keep] = np.nan
+    theta, x = rng.normal(size=(n_users, k)), rng.normal(size=(n_items, k))
+    b_u, b_i = rng.normal(size=n_users), rng.normal(size=n_items)
+    return Y, theta, x, b_u, b_i, 3.1
+
+
+def notes_gradients(Y, theta, x, lam, b_u=None, b_i=None, mean=0.0, lam_b=0.0):
+    """The notes' compute_theta_gradient / compute_x_gradient loops (plus the bias terms)."""
+    R = ~np.isnan(Y)
+    biased = b_u is not None
+    g_theta, g_x = np.zeros_like(theta), np.zeros_like(x)
+    g_bu = np.zeros(len(theta)) if biased else None
+    g_bi = np.zeros(len(x)) if biased else None
+    for i in range(theta.shape[0]):
+        for j in range(x.shape[0]):
+            if R[i][j]:
+                pred = theta[i] @ x[j] + ((mean + b_u[i] + b_i[j]) if biased else 0.0)
+                error = pred - Y[i][j]
+                g_theta[i] += error * x[j]
+                g_x[j] += error * theta[i]
+                if biased:
+                    g_bu[i] += error
+                    g_bi[j] += error
+    g_theta += lam * theta
+    g_x += lam * x
+    if biased:
+        g_bu += lam_b * b_u
+        g_bi += lam_b * b_i
+    return g_theta, g_x, g_bu, g_bi
+
+
+def notes_loss(Y, theta, x, lam):
+    """The notes' loss_function, verbatim in spirit: a double loop over rated cells."""
+    R = ~np.isnan(Y)
+    loss = sum((theta[i] @ x[j] - Y[i][j]) ** 2 for i in range(len(theta)) for j in range(len(x)) if R[i][j])
+    return 0.5 * loss + lam / 2 * (np.sum(theta**2) + np.sum(x**2))
+
+
+def leaf_factors(theta, x, b_u=None, b_i=None, mean=0.0) -> Factors:
+    t = lambda a: torch.tensor(a, dtype=torch.float64, requires_grad=True)  # noqa: E731
+    if b_u is None:
+        return Factors(t(theta), t(x))
+    return Factors(t(theta), t(x), torch.tensor(mean, dtype=torch.float64), t(b_u), t(b_i))
+
+
+def dense_inputs(Y):
+    R = ~np.isnan(Y)
+    return torch.tensor(np.where(R, Y, 0.0)), torch.tensor(R, dtype=torch.float64)
+
+
+def index_inputs(Y):
+    users, items = np.nonzero(~np.isnan(Y))
+    return torch.tensor(users), torch.tensor(items), torch.tensor(Y[users, items])
+
+
+def grads(f: Factors) -> list[np.ndarray]:
+    out = [f.theta.grad, f.x.grad] + ([f.user_bias.grad, f.item_bias.grad] if f.biased else [])
+    return [g.numpy() for g in out]
+
+
+@pytest.mark.parametrize("layout", ["dense", "index"])
+@pytest.mark.parametrize("biased", [False, True])
+def test_autograd_equals_the_notes_gradients(layout: str, biased: bool) -> None:
+    Y, theta, x, b_u, b_i, mean = random_problem(seed=3)
+    if biased:
+        f = leaf_factors(theta, x, b_u, b_i, mean)
+        expected = notes_gradients(Y, theta, x, LAM, b_u, b_i, mean, LAM_B)
+    else:
+        f = leaf_factors(theta, x)
+        expected = notes_gradients(Y, theta, x, LAM)[:2]
+    pen = Penalty(LAM, LAM, LAM_B)
+    terms = dense_loss(f, pen, *dense_inputs(Y)) if layout == "dense" else index_loss(f, pen, *index_inputs(Y))
+    terms.total.backward()
+    for got, want in zip(grads(f), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    if not biased:
+        assert terms.total.item() == pytest.approx(notes_loss(Y, theta, x, LAM), rel=1e-12)
+
+
+@pytest.mark.parametrize("w0", [None, 0.05])
+def test_dense_and_index_layouts_agree(w0: float | None) -> None:
+    """Same J, same data/reg split and same gradients, also for the weighted mask's closed form."""
+    Y, theta, x, b_u, b_i, mean = random_problem(seed=11, n_users=9, n_items=6, k=4)
+    pen = Penalty(LAM, LAM, LAM_B)
+    fd, fi = leaf_factors(theta, x, b_u, b_i, mean), leaf_factors(theta, x, b_u, b_i, mean)
+    dense = dense_loss(fd, pen, *dense_inputs(Y), w0=w0)
+    index = index_loss(fi, pen, *index_inputs(Y), w0=w0)
+    assert dense.data.item() == pytest.approx(index.data.item(), rel=1e-12)
+    assert dense.reg.item() == pytest.approx(index.reg.item(), rel=1e-12)
+    dense.total.backward()
+    index.total.backward()
+    for a, b in zip(grads(fd), grads(fi)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_weighted_mask_is_the_weighted_sum_over_all_cells() -> None:
+    Y, theta, x, b_u, b_i, mean = random_problem(seed=5)
+    w0 = 0.2
+    R = ~np.isnan(Y)
+    pred = theta @ x.T + mean + b_u[:, None] + b_i[None, :]
+    W = np.where(R, 1.0, w0)
+    expected = 0.5 * np.sum(W * (pred - np.where(R, Y, 0.0)) ** 2)
+    f = leaf_factors(theta, x, b_u, b_i, mean)
+    assert index_loss(f, Penalty(0, 0), *index_inputs(Y), w0=w0).data.item() == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("w0", [None, 0.1])
+@pytest.mark.parametrize("layout_cls", [DenseLayout, IndexLayout])
+def test_mini_batch_terms_add_up_to_j(layout_cls, w0: float | None) -> None:
+    """One epoch of mini-batches sums to the full-batch J, data and regularization alike."""
+    Y, theta, x, b_u, b_i, mean = random_problem(seed=8, n_users=20, n_items=9)
+    layout = layout_cls(Ratings.from_dense(Y), "cpu")
+    f = Factors(*(torch.tensor(a, dtype=torch.float32) for a in (theta, x)), torch.tensor(mean),
+                *(torch.tensor(a, dtype=torch.float32) for a in (b_u, b_i)))
+    pen = Penalty(LAM, LAM, LAM_B)
+
+    def terms(batch):
+        if layout_cls is DenseLayout:
+            return dense_loss(f, pen, batch.Y, batch.R, rows=batch.rows, fraction=batch.fraction, w0=w0)
+        return index_loss(f, pen, batch.users, batch.items, batch.values, user_share=batch.user_share,
+                          item_share=batch.item_share, fraction=batch.fraction, w0=w0)
+
+    generator = torch.Generator().manual_seed(0)
+    full = terms(next(layout.batches(None, generator)))
+    parts = [terms(b) for b in layout.batches(7, generator)]
+    assert len(parts) > 2
+    assert sum(float(p.data) for p in parts) == pytest.approx(float(full.data), rel=1e-5)
+    assert sum(float(p.reg) for p in parts) == pytest.approx(float(full.reg), rel=1e-5)

@@ -1,0 +1,143 @@
+"""The training loop: config validation, determinism, layouts, resume, divergence, early stopping, callbacks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cfrec.data import Split
+from cfrec.errors import ConfigError, TrainingDiverged
+from cfrec.models import CollaborativeFiltering
+from cfrec.train import TrainConfig, Trainer
+
+FAST = {"epochs": 6, "batch_size": 2000, "lr": 0.02}
+
+
+def params(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same(a: dict, b: dict, **tol) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        if tol:
+            torch.testing.assert_close(a[key], b[key], **tol)
+        else:
+            assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize(
+    "options, key",
+    [
+        ({"lr": 0}, "lr"),
+        ({"optimizer": "lbfgs"}, "optimizer"),
+        ({"epochs": 2.5}, "epochs"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"layout": "sparse"}, "layout"),
+        ({"device": "tpu"}, "device"),
+        ({"val_fraction": 1.0}, "val_fraction"),
+        ({"patience": 3}, "patience"),  # early stopping on val_rmse without a validation slice
+        ({"learning_rate": 0.1}, "learning_rate"),  # unknown key
+    ],
+)
+def test_config_errors_name_the_key(options: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{key}:") as info:
+        TrainConfig.from_dict(options)
+    assert info.value.key == key
+
+
+def test_model_options_are_validated() -> None:
+    for options, key in (({"rank": 0}, "rank"), ({"l2": -1.0}, "l2"), ({"w0": 2.0}, "w0"), ({"init_scale": -0.1}, "init_scale")):
+        with pytest.raises(ConfigError, match=f"^{key}:"):
+            CollaborativeFiltering(**options)
+
+
+def test_seeded_training_is_repeatable(small_split: Split) -> None:
+    a = CollaborativeFiltering(rank=6).fit(small_split.train, {**FAST, "seed": 3})
+    b = CollaborativeFiltering(rank=6).fit(small_split.train, {**FAST, "seed": 3})
+    c = CollaborativeFiltering(rank=6).fit(small_split.train, {**FAST, "seed": 4})
+    assert_same(params(a), params(b))
+    assert not torch.equal(a.theta, c.theta)
+
+
+@pytest.mark.parametrize("w0", [None, 0.1])
+def test_dense_and_index_layouts_train_the_same_parameters(small_split: Split, w0: float | None) -> None:
+    """Full-batch gradient descent from one seed: both layouts take the same steps."""
+    options = {"epochs": 15, "batch_size": None, "lr": 0.02, "seed": 1}
+    dense = CollaborativeFiltering(rank=5, w0=w0).fit(small_split.train, {**options, "layout": "dense"})
+    index = CollaborativeFiltering(rank=5, w0=w0).fit(small_split.train, {**options, "layout": "index"})
+    for a, b in zip(dense.history, index.history):
+        assert a["loss_data"] == pytest.approx(b["loss_data"], rel=1e-5)
+        assert a["loss_reg"] == pytest.approx(b["loss_reg"], rel=1e-5)
+    assert_same(params(dense), params(index), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["dense", "index"])
+def test_resume_ends_with_identical_parameters(small_split: Split, layout: str) -> None:
+    config = TrainConfig.from_dict({**FAST, "layout": layout, "schedule": "cosine", "val_fraction": 0.1})
+    straight = CollaborativeFiltering(rank=6)
+    Trainer(config).fit(straight, small_split.train)
+
+    first = Trainer(config, callbacks=[lambda epoch, metrics, model: epoch == 3])  # interrupted after epoch 3
+    first.fit(CollaborativeFiltering(rank=6), small_split.train)
+    assert first.epoch == 3
+    saved = first.state_dict()
+    resumed_model = CollaborativeFiltering(rank=6)
+    second = Trainer(config)
+    second.load_state_dict(saved)
+    second.fit(resumed_model, small_split.train)
+    assert second.epoch == config.epochs and len(second.history) == config.epochs
+    assert_same(params(straight), params(resumed_model))
+
+
+def test_divergence_raises_and_keeps_finite_parameters(small_split: Split) -> None:
+    model = CollaborativeFiltering(rank=4, bias=False, init_scale=1.0)
+    with pytest.raises(TrainingDiverged, match="diverged in epoch"):
+        model.fit(small_split.train, {"optimizer": "sgd", "lr": 1e4, "batch_size": None, "epochs": 50})
+    assert torch.isfinite(model.theta).all() and torch.isfinite(model.x).all()
+
+
+def test_early_stopping_restores_the_best_epoch(small_split: Split) -> None:
+    """An over-fitting setting: validation RMSE turns up; training stops and rewinds to the best epoch."""
+    model = CollaborativeFiltering(rank=16, l2=0.0, init_scale=0.3)
+    options = {"epochs": 60, "batch_size": None, "lr": 0.05, "val_fraction": 0.2, "patience": 3}
+    model.fit(small_split.train, options)
+    val = [h["val_rmse"] for h in model.history]
+    best = min(range(len(val)), key=val.__getitem__)
+    assert len(val) == best + 1 + 3 < 60  # stopped three epochs after the best
+    trainer_config = TrainConfig.from_dict(options)
+    split = Trainer(trainer_config)._carve_validation(small_split.train)[1]
+    from cfrec.train.trainer import validate
+
+    assert validate(model, split, torch.device("cpu"))["val_rmse"] == pytest.approx(val[best], rel=1e-6)
+
+
+def test_callbacks_get_every_epoch_and_can_stop(small_split: Split) -> None:
+    seen: list[tuple[int, dict]] = []
+
+    def callback(epoch, metrics, model):
+        seen.append((epoch, metrics))
+        assert isinstance(model, CollaborativeFiltering)
+        return epoch == 4
+
+    CollaborativeFiltering(rank=4).fit(small_split.train, {**FAST, "epochs": 10, "val_fraction": 0.1}, callbacks=[callback])
+    assert [e for e, _ in seen] == [1, 2, 3, 4]
+    keys = {"epoch", "loss", "loss_data", "loss_reg", "lr", "grad_norm", "seconds", "val_rmse", "val_mae", "val_accuracy"}
+    assert keys <= seen[0][1].keys()
+    assert seen[0][1]["loss"] == pytest.approx(seen[0][1]["loss_data"] + seen[0][1]["loss_reg"])
+    assert seen[-1][1]["loss"] < seen[0][1]["loss"]
+
+
+def test_cuda_request_without_cuda_is_a_config_error(small_split: Split) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(ConfigError, match="^device:"):
+        CollaborativeFiltering(rank=2).fit(small_split.train, {"device": "cuda", "epochs": 1})
+
+
+def test_a_trainer_fits_afresh_each_time(small_split: Split) -> None:
+    trainer = Trainer(TrainConfig.from_dict(FAST))
+    first = params(trainer.fit(CollaborativeFiltering(rank=4), small_split.train))
+    second = params(trainer.fit(CollaborativeFiltering(rank=4), small_split.train))
+    assert len(trainer.history) == FAST["epochs"]
+    assert_same(first, second)
