@@ -25,10 +25,11 @@ class TensorBoardLogger:
         self.writer = SummaryWriter(log_dir=str(self.folder))
 
     def on_epoch_end(self, epoch: int, metrics: Mapping[str, float], model: nn.Module | None = None) -> None:
-        """Every scalar of ``metrics`` at step ``epoch``; histograms of the model's parameters."""
+        """The trainer's epoch metrics as ``train/…`` and ``valid/…`` scalars; parameter histograms."""
         for key, value in metrics.items():
-            if isinstance(value, (int, float)) and np.isfinite(value):
-                self.writer.add_scalar(key, value, epoch)
+            if key != "epoch" and isinstance(value, (int, float)) and np.isfinite(value):
+                tag = f"valid/{key[4:]}" if key.startswith("val_") else f"train/{key}"
+                self.writer.add_scalar(tag, value, epoch)
         if isinstance(model, nn.Module):
             for name, param in model.named_parameters():
                 self.writer.add_histogram(f"params/{name}", param.detach().cpu(), epoch)

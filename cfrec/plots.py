@@ -68,14 +68,14 @@ def metric_bars(names: Sequence[str], values: Mapping[str, Sequence[float]], pat
 
 
 def training_curves(history: Sequence[Mapping[str, float]], path: str | Path) -> Path:
-    """Per-epoch curves: every ``loss/...`` on the left, every ``valid/...`` on the right."""
+    """Per-epoch curves: the loss terms on the left, validation metrics (``val_…``) on the right."""
     epochs = np.arange(1, len(history) + 1)
     fig = Figure(figsize=(10, 3.6))
     left, right = fig.subplots(1, 2)
-    for ax, prefix in ((left, "loss/"), (right, "valid/")):
+    for ax, prefix, title in ((left, "loss", "training loss J"), (right, "val_", "validation")):
         for key in sorted({k for row in history for k in row if k.startswith(prefix)}):
             ax.plot(epochs, [row.get(key, np.nan) for row in history], label=key)
-        ax.set(xlabel="epoch", title=prefix.rstrip("/"))
+        ax.set(xlabel="epoch", title=title)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     return _save(fig, path)

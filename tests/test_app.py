@@ -93,3 +93,13 @@ def test_config_errors_name_the_key(overrides, key):
     cfg = composed(*data, "model=bias", *overrides)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         prepare(cfg)
+
+
+def test_train_config_mirrors_train_config_dataclass():
+    import dataclasses
+
+    from cfrec.train.config import TrainConfig
+
+    section = OmegaConf.to_container(OmegaConf.load(CONF / "train" / "default.yaml"))
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name != "device"}
+    assert section == defaults

@@ -23,9 +23,11 @@ from cfrec.evaluate import evaluate, predict_pairs
 from cfrec.experiment import check_data_source, load_data, make_split, resolve_device
 from cfrec.io import write_json
 from cfrec.models.base import Recommender
+from cfrec.models.factor import FactorModel
 from cfrec.models.registry import build_model
 from cfrec.index import HNSWIndex
 from cfrec.monitor import TensorBoardLogger
+from cfrec.train.trainer import EpochCallback
 from cfrec.serving import ITEM_INDEX, USER_INDEX
 
 log = logging.getLogger(__name__)
@@ -66,10 +68,19 @@ def prepare(cfg: Mapping[str, Any]) -> tuple[Recommender, Split, torch.device]:
 
 
 def fit_model(model: Recommender, train: Ratings, train_options: Mapping[str, Any] | None,
-              callbacks: Sequence[Callable] = ()) -> float:
-    """Fit ``model`` (learned models with the ``train`` options and epoch callbacks); seconds taken."""
+              callbacks: Sequence[EpochCallback] = (), *, device: torch.device | None = None,
+              progress: bool = True) -> float:
+    """Fit ``model``; learned models get the ``train`` options and the epoch callbacks. Seconds taken."""
     start = time.perf_counter()
-    model.fit(train)
+    if isinstance(model, FactorModel):
+        options = dict(train_options or {})
+        if device is not None:
+            options["device"] = str(device)
+        if options.get("progress") is None:
+            options["progress"] = progress
+        model.fit(train, config=options, callbacks=callbacks)
+    else:
+        model.fit(train)
     return time.perf_counter() - start
 
 
@@ -82,13 +93,15 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, label: str | None = None) -
     options = cfg.get("run", {})
     logger = TensorBoardLogger(run_dir / "tb") if options.get("tensorboard", True) else None
     log.info("fitting %s on %s (%d ratings; test %d pairs)", label, train.name, len(train), len(test))
-    fit_seconds = fit_model(model, train, cfg.get("train"), [logger.on_epoch_end] if logger else [])
+    fit_seconds = fit_model(model, train, cfg.get("train"), [logger.on_epoch_end] if logger else [],
+                            device=device, progress=options.get("progress", True))
     start = time.perf_counter()
     metrics = evaluate(model, train, test, device=device, progress=options.get("progress", True), **cfg["eval"])
     metrics.update({
         "model": label, "data": train.name.removesuffix("/train"), "fit_seconds": fit_seconds,
         "eval_seconds": time.perf_counter() - start, "n_train": len(train), "n_dropped": split.n_dropped,
     })
+    metrics.update(validation_summary(model))
     write_json(run_dir / "metrics.json", metrics)
     log.info("%s: %s", label, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
     if options.get("save_model", True):
@@ -99,9 +112,24 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, label: str | None = None) -
         write_plots(model, train, test, run_dir, label, device)
     if logger is not None:
         logger.log_metrics(metrics)
-        logger.log_hparams(_flatten({"model": dict(cfg["model"]), "data": dict(cfg["data"])}), metrics)
+        if model.item_vectors is not None:
+            logger.log_item_embeddings(model.item_vectors, train.item_info, train.item_map.ids)
+        hparams = {"model": dict(cfg["model"]), "data": dict(cfg["data"])}
+        if isinstance(model, FactorModel):
+            hparams["train"] = dict(cfg.get("train") or {})
+        logger.log_hparams(_flatten(hparams), metrics)
         logger.close()
     return metrics
+
+
+def validation_summary(model: Recommender) -> dict[str, float]:
+    """The best epoch's validation metrics of a learned model (``valid_rmse`` sorts sweeps)."""
+    history = getattr(model, "history", None) or []
+    scored = [row for row in history if "val_rmse" in row]
+    if not scored:
+        return {}
+    best = min(scored, key=lambda row: row["val_rmse"])
+    return {"valid_rmse": best["val_rmse"], "valid_accuracy": best["val_accuracy"], "epochs_run": len(history)}
 
 
 def build_indexes(model: Recommender, params: Mapping[str, Any], run_dir: Path) -> None:
@@ -119,6 +147,9 @@ def write_plots(model: Recommender, train: Ratings, test: Ratings, run_dir: Path
     plots.rating_distribution(train.values, test.values, run_dir / "rating_distribution.png")
     plots.error_histograms({label: pred - test.values}, run_dir / "prediction_errors.png")
     plots.true_vs_predicted(test.values, pred, run_dir / "true_vs_predicted.png", label)
+    history = getattr(model, "history", None)
+    if history:
+        plots.training_curves(history, run_dir / "training_curves.png")
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

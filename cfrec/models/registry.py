@@ -8,10 +8,13 @@ from typing import Any
 from cfrec.errors import ConfigError
 from cfrec.models.base import Recommender
 from cfrec.models.baseline import BiasBaseline, GlobalMean, Popularity
+from cfrec.models.collaborative import CollaborativeFiltering
+from cfrec.models.content import ContentBased
 from cfrec.models.knn import ItemKNN, UserKNN
 
 MODELS: dict[str, type[Recommender]] = {
-    cls.name: cls for cls in (GlobalMean, BiasBaseline, Popularity, UserKNN, ItemKNN)
+    cls.name: cls
+    for cls in (GlobalMean, BiasBaseline, Popularity, UserKNN, ItemKNN, CollaborativeFiltering, ContentBased)
 }
 
 
