@@ -28,6 +28,7 @@ from cfrec.models.registry import model_class
 FORMAT = "cfrec.model"
 VERSION = 1
 TENSORS, META = "model.pt", "model.json"
+TRAIN_STATE, TRAIN_STATE_FORMAT = "train_state.pt", "cfrec.train_state"
 
 
 @dataclass
@@ -117,3 +118,30 @@ def _read_meta(path: Path) -> dict[str, Any]:
     if meta.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint version {meta.get('version')!r}, this cfrec reads {VERSION}")
     return meta
+
+
+def save_train_state(folder: str | Path, trainer_state: dict[str, Any], meta: dict[str, Any]) -> Path:
+    """The trainer's full state after an epoch (model, optimizer, schedule, epoch, RNG), atomically.
+
+    ``meta`` (JSON types) says what was being trained, so a resume can check it continues the
+    same model on the same data.
+    """
+    path = Path(folder) / TRAIN_STATE
+    save_tensors(path, {"format": TRAIN_STATE_FORMAT, "version": VERSION, "meta": meta, "trainer": trainer_state})
+    return path
+
+
+def load_train_state(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(trainer state, meta) saved by `save_train_state` in a run folder; `CheckpointError` if unusable."""
+    path = Path(folder) / TRAIN_STATE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing; {Path(folder)} holds no training state to resume from")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+        raise CheckpointError(f"{path}: unreadable or not a plain-tensor training state ({err})") from None
+    if not isinstance(saved, dict) or saved.get("format") != TRAIN_STATE_FORMAT:
+        raise CheckpointError(f"{path}: not a {TRAIN_STATE_FORMAT} file")
+    if saved.get("version") != VERSION:
+        raise CheckpointError(f"{path}: training state version {saved.get('version')!r}, this cfrec reads {VERSION}")
+    return saved["trainer"], saved["meta"]

@@ -7,9 +7,9 @@
     new = model.fold_in({1193: 5, 2355: 4})   # a new user from a few ratings
     new.recommend(k=10)
 
-Unknown ids raise `UnknownIdError` (a `KeyError`) naming the id, unless ``unknown="fallback"``,
-where predictions for unknown users or movies come from the training mean (the model's
-mean where it has one) and say so in the log.
+Unknown ids raise `UnknownIdError` (a `KeyError`) naming the id, unless ``unknown="fallback"``:
+then a pair with an unknown user or movie gets the bias baseline of what is known,
+μ + b_u (known user) + b_i (known movie), clipped, and the log says how many pairs fell back.
 """
 
 from __future__ import annotations
@@ -58,21 +58,39 @@ class TrainedModel:
         users = self.user_map.codes(list(user_ids), strict=self.unknown == "error")
         items = self.item_map.codes(list(movie_ids), strict=self.unknown == "error")
         known = (users >= 0) & (items >= 0)
-        out = np.full(len(users), self._fallback_rating(), dtype=np.float32)
-        if not known.all():
-            log.warning("%d pair(s) with an unknown user or movie get the fallback rating %.3f",
-                        int((~known).sum()), out[0])
+        out = np.empty(len(users), dtype=np.float32)
         if known.any():
             pred = self.model.predict(torch.as_tensor(users[known]), torch.as_tensor(items[known]))
             out[known] = pred.detach().cpu().numpy()
+        if not known.all():
+            log.warning("%d pair(s) with an unknown user or movie get the bias fallback", int((~known).sum()))
+            out[~known] = self._fallback(users[~known], items[~known])
         return out
 
-    def _fallback_rating(self) -> float:
-        mean = getattr(self.model, "mean", None)
-        if isinstance(mean, torch.Tensor) and mean.numel() == 1:
-            return float(mean)
-        low, high = self.model.rating_range or (1.0, 5.0)
-        return (low + high) / 2
+    def _fallback(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """μ (+ b_u of a known user) (+ b_i of a known movie) for pairs the model cannot score."""
+        state = self.model.state()
+        if "mean" not in state:  # models without a bias baseline: the middle of the rating range
+            low, high = self.model.rating_range or (1.0, 5.0)
+            return np.full(len(users), (low + high) / 2, dtype=np.float32)
+        value = np.full(len(users), float(state["mean"]), dtype=np.float32)
+        for codes, key in ((users, "user_bias"), (items, "item_bias")):
+            if key in state:
+                known = codes >= 0
+                value[known] += state[key].numpy()[codes[known]]
+        return np.clip(value, *(self.model.rating_range or (-np.inf, np.inf)))
+
+    # -- new users ------------------------------------------------------------------------
+    def fold_in(self, ratings: Mapping[object, float]) -> "NewUser":
+        """A new user from ``{movie_id: rating}``: their θ fitted with the movies frozen."""
+        fold_in = getattr(self.model, "fold_in", None)
+        if fold_in is None:
+            raise CfrecError(f"{self.checkpoint.meta['model']} cannot fold in new users (cf and content can)")
+        if not ratings:
+            raise ValueError("fold_in needs at least one {movie_id: rating}")
+        items = self.item_map.codes(list(ratings))
+        values = np.asarray(list(ratings.values()), dtype=np.float32)
+        return NewUser(self, fold_in(torch.as_tensor(items), torch.as_tensor(values)))
 
     # -- lists ----------------------------------------------------------------------------
     def recommend(self, user_id: object, k: int = 10, exclude_seen: bool = True) -> pd.DataFrame:
@@ -137,13 +155,33 @@ class TrainedModel:
         return frame
 
 
+class NewUser:
+    """A user folded into a trained model: predictions and recommendations by raw movie ids."""
+
+    def __init__(self, trained: TrainedModel, folded):
+        self.trained, self.folded = trained, folded
+
+    @property
+    def vector(self) -> np.ndarray:
+        """The fitted θ of the new user."""
+        return self.folded.theta[0].cpu().numpy()
+
+    def predict(self, movie_id: object) -> float:
+        return float(self.predict_many([movie_id])[0])
+
+    def predict_many(self, movie_ids: Iterable) -> np.ndarray:
+        items = torch.as_tensor(self.trained.item_map.codes(list(movie_ids)))
+        return self.folded.predict(torch.zeros_like(items), items).detach().cpu().numpy()
+
+    def recommend(self, k: int = 10, exclude_seen: bool = True) -> pd.DataFrame:
+        """Top-``k`` movies (movie_id, title, genres, score), the ones rated at fold-in excluded."""
+        codes, scores = self.folded.recommend(k, exclude_seen=exclude_seen)
+        frame = self.trained._describe(codes[0].cpu().numpy())
+        frame["score"] = scores[0].cpu().numpy()
+        return frame[np.isfinite(frame["score"])].reset_index(drop=True)
+
+
 def load(run_dir: str | Path, *, unknown: Unknown = "error", device: str = "cpu") -> TrainedModel:
     """The model saved in a run folder (or any folder holding ``model.pt`` + ``model.json``)."""
     folder = Path(run_dir)
     return TrainedModel(load_model(folder, device=device), folder, unknown=unknown)
-
-
-def item_scores_from_mapping(model: TrainedModel, ratings: Mapping[object, float]) -> tuple[np.ndarray, np.ndarray]:
-    """Item codes and ratings of a ``{movie_id: rating}`` mapping (unknown movies: error)."""
-    codes = model.item_map.codes(list(ratings))
-    return codes, np.asarray(list(ratings.values()), dtype=np.float32)

@@ -170,16 +170,16 @@ def test_hnsw_neighbours_match_exact_ones(small_split):
     assert overlap >= 0.99
 
 
-def test_more_neighbours_than_users_leaves_empty_slots(small_split):
-    model = UserKNN(k=400, dim=12).fit(small_split.train)
-    neighbors = model.state()["neighbors"]
-    assert (neighbors[:, -101:] == -1).all() and (neighbors[:, :299] >= 0).all()
-    users, items = pairs_of(small_split, extra=())
-    np.testing.assert_allclose(
-        model.predict(users, items).numpy(),
-        brute_force(small_split.train, model.user_vectors.numpy(), "user", 400, "improved", zip(users.tolist(), items.tolist())),
-        rtol=1e-5, atol=1e-5,
-    )
+def test_more_neighbours_than_users_is_a_config_error(small_split):
+    with pytest.raises(ConfigError, match="k: asks for 400 neighbours, but only 300 users"):
+        UserKNN(k=400, dim=12).fit(small_split.train)
+    with pytest.raises(ConfigError, match="k: asks for 300 neighbours"):
+        ItemKNN(k=300, dim=12).fit(small_split.train)
+
+
+def test_hnsw_beam_narrower_than_k_is_refused():
+    with pytest.raises(ConfigError, match="hnsw: ef=20 is below k=50"):
+        UserKNN(k=50, neighbors="hnsw", hnsw={"ef": 20})
 
 
 def test_knn_over_given_embeddings(small_split):

@@ -15,7 +15,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from cfrec import plots
-from cfrec.apps.pipeline import check_eval, fit_model, load_split, make_model
+from cfrec.apps.fitting import fit_model
+from cfrec.apps.pipeline import check_eval, load_split, make_model
 from cfrec.checkpoint import save_model
 from cfrec.errors import ConfigError
 from cfrec.evaluate import evaluate, predict_pairs
@@ -66,7 +67,8 @@ def compare(cfg: Mapping[str, Any], run_dir: str | Path) -> pd.DataFrame:
     train, test = load_split(cfg)
     rows, errors = [], {}
     for label, model in models.items():
-        fit_seconds = fit_model(model, train, specs[label][1])
+        fit_seconds = fit_model(model, train, specs[label][1], device=device,
+                                progress=cfg.get("run", {}).get("progress", True))
         start = time.perf_counter()
         metrics = evaluate(model, train, test, device=device, **{**cfg["eval"], "ks": sorted({*cfg["eval"]["ks"], 50})})
         metrics.update(model=label, fit_seconds=fit_seconds, eval_seconds=time.perf_counter() - start)

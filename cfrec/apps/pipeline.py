@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
 from cfrec import plots
+from cfrec.apps.fitting import fit_model
 from cfrec.checkpoint import load_model, save_model
 from cfrec.data import Ratings, Split
 from cfrec.errors import ConfigError
@@ -27,7 +28,6 @@ from cfrec.models.factor import FactorModel
 from cfrec.models.registry import build_model
 from cfrec.index import HNSWIndex
 from cfrec.monitor import TensorBoardLogger
-from cfrec.train.trainer import EpochCallback
 from cfrec.serving import ITEM_INDEX, USER_INDEX
 
 log = logging.getLogger(__name__)
@@ -64,24 +64,12 @@ def prepare(cfg: Mapping[str, Any]) -> tuple[Recommender, Split, torch.device]:
     check_data_source(cfg["data"])
     check_eval(cfg["eval"])
     model = make_model(cfg["model"], device)
-    return model, load_split(cfg), device
-
-
-def fit_model(model: Recommender, train: Ratings, train_options: Mapping[str, Any] | None,
-              callbacks: Sequence[EpochCallback] = (), *, device: torch.device | None = None,
-              progress: bool = True) -> float:
-    """Fit ``model``; learned models get the ``train`` options and the epoch callbacks. Seconds taken."""
-    start = time.perf_counter()
-    if isinstance(model, FactorModel):
-        options = dict(train_options or {})
-        if device is not None:
-            options["device"] = str(device)
-        if options.get("progress") is None:
-            options["progress"] = progress
-        model.fit(train, config=options, callbacks=callbacks)
-    else:
-        model.fit(train)
-    return time.perf_counter() - start
+    split = load_split(cfg)
+    try:
+        model.validate(split.train)
+    except ConfigError as err:
+        raise ConfigError(f"model.{err.key}", str(err).removeprefix(f"{err.key}: ")) from None
+    return model, split, device
 
 
 def run(cfg: Mapping[str, Any], run_dir: str | Path, label: str | None = None) -> dict[str, Any]:
@@ -93,8 +81,11 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, label: str | None = None) -
     options = cfg.get("run", {})
     logger = TensorBoardLogger(run_dir / "tb") if options.get("tensorboard", True) else None
     log.info("fitting %s on %s (%d ratings; test %d pairs)", label, train.name, len(train), len(test))
-    fit_seconds = fit_model(model, train, cfg.get("train"), [logger.on_epoch_end] if logger else [],
-                            device=device, progress=options.get("progress", True))
+    fit_seconds = fit_model(
+        model, train, cfg.get("train"), [logger.on_epoch_end] if logger else [], device=device,
+        progress=options.get("progress", True), run_dir=run_dir,
+        describe={"model": dict(cfg["model"]), "data": dict(cfg["data"]), "split": dict(cfg["split"])},
+    )
     start = time.perf_counter()
     metrics = evaluate(model, train, test, device=device, progress=options.get("progress", True), **cfg["eval"])
     metrics.update({

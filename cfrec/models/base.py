@@ -58,6 +58,9 @@ class Recommender:
         """Restore what ``state()`` returned."""
         raise NotImplementedError
 
+    def validate(self, train: Ratings) -> None:
+        """Raise `ConfigError` naming the option when this configuration cannot fit ``train``."""
+
     # -- provided -----------------------------------------------------------------------
     user_vectors: Tensor | None = None
     item_vectors: Tensor | None = None

@@ -104,6 +104,9 @@ class _NeighborhoodKNN(Recommender):
         check_int("seed", seed, 0)
         check_number("dense_mb", dense_mb, 0)
         self._hnsw_params = _hnsw_params(hnsw)
+        ef = self._hnsw_params.get("ef")
+        if neighbors == "hnsw" and ef is not None and ef < k:
+            raise ConfigError("hnsw", f"ef={ef} is below k={k}: the search beam must hold at least k neighbours")
         try:
             self.device = torch.device(device)
         except RuntimeError as err:
@@ -115,7 +118,14 @@ class _NeighborhoodKNN(Recommender):
         self._state: dict[str, Tensor] = {}
 
     # -- protocol -----------------------------------------------------------------------------
+    def validate(self, train: Ratings) -> None:
+        available = int(((train.user_counts() if self.entity == "user" else train.item_counts()) > 0).sum())
+        if self.k >= available:
+            raise ConfigError("k", f"asks for {self.k} neighbours, but only {available} {self.entity}s have "
+                                   "training ratings (k must be smaller)")
+
     def fit(self, train: Ratings) -> "_NeighborhoodKNN":
+        self.validate(train)
         self._remember_shape(train)
         user_vectors, item_vectors = self._vectors(train)
         own = user_vectors if self.entity == "user" else item_vectors

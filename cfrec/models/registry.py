@@ -43,5 +43,7 @@ def build_model(name: str, options: dict[str, Any], key: str = "model", device: 
             raise ConfigError(f"{key}.{option}", f"not an option of {name}; options: {', '.join(accepted) or 'none'}")
     try:
         return cls(**options)
+    except ConfigError as err:  # the model names its own argument: make it a config key
+        raise ConfigError(f"{key}.{err.key}", str(err).removeprefix(f"{err.key}: ")) from None
     except (ValueError, TypeError) as err:
         raise ConfigError(key, f"{name}: {err}") from None
