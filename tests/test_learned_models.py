@@ -58,10 +58,12 @@ def test_cf_reaches_the_noise_floor_on_planted_data(planted: SyntheticData, layo
     assert rmse < 0.9 * evaluate(BiasBaseline().fit(train), train, test, ranking=False)["rmse"]
 
 
-def test_fold_in_of_a_training_user_reproduces_the_fitted_theta(tiny: SyntheticData) -> None:
+@pytest.mark.parametrize("l2_exponent", [0.0, 0.5])
+def test_fold_in_of_a_training_user_reproduces_the_fitted_theta(tiny: SyntheticData, l2_exponent: float) -> None:
     """At a converged model, the closed-form fold-in of every user's ratings is their θ and bias."""
     ratings = tiny.ratings
-    model = CollaborativeFiltering(rank=3, l2=2.0).fit(ratings, CONVERGE)
+    l2 = 2.0 if l2_exponent == 0 else 0.5
+    model = CollaborativeFiltering(rank=3, l2=l2, l2_exponent=l2_exponent).fit(ratings, CONVERGE)
     folded = model.fold_in(ratings.items, ratings.values, users=ratings.users)
     torch.testing.assert_close(folded.theta, model.theta.detach(), rtol=0, atol=1e-3)
     torch.testing.assert_close(folded.bias, model.user_bias.detach(), rtol=0, atol=1e-3)

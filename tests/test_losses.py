@@ -148,3 +148,44 @@ def test_mini_batch_terms_add_up_to_j(layout_cls, w0: float | None) -> None:
     assert len(parts) > 2
     assert sum(float(p.data) for p in parts) == pytest.approx(float(full.data), rel=1e-5)
     assert sum(float(p.reg) for p in parts) == pytest.approx(float(full.reg), rel=1e-5)
+
+
+def test_count_scaled_penalty_gradients_and_layouts() -> None:
+    """With row weights w = n^α the gradient gains λ w_u θ_u (and the mirror); layouts still agree."""
+    Y, theta, x, b_u, b_i, mean = random_problem(seed=13, n_users=9, n_items=6, k=4)
+    R = ~np.isnan(Y)
+    w_u, w_i = R.sum(1) ** 0.5, R.sum(0) ** 0.5
+    pen = Penalty(LAM, LAM, LAM_B, torch.tensor(w_u), torch.tensor(w_i))
+    fd, fi = leaf_factors(theta, x, b_u, b_i, mean), leaf_factors(theta, x, b_u, b_i, mean)
+    dense, index = dense_loss(fd, pen, *dense_inputs(Y)), index_loss(fi, pen, *index_inputs(Y))
+    dense.total.backward()
+    index.total.backward()
+    g_theta, g_x, g_bu, g_bi = notes_gradients(Y, theta, x, 0.0, b_u, b_i, mean, 0.0)  # data term only
+    expected = [g_theta + LAM * w_u[:, None] * theta, g_x + LAM * w_i[:, None] * x,
+                g_bu + LAM_B * w_u * b_u, g_bi + LAM_B * w_i * b_i]
+    for got_dense, got_index, want in zip(grads(fd), grads(fi), expected):
+        np.testing.assert_allclose(got_dense, want, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(got_index, want, rtol=1e-10, atol=1e-12)
+    reg = 0.5 * (LAM * (w_u @ (theta**2).sum(1) + w_i @ (x**2).sum(1)) + LAM_B * (w_u @ b_u**2 + w_i @ b_i**2))
+    assert dense.reg.item() == pytest.approx(reg, rel=1e-12) and index.reg.item() == pytest.approx(reg, rel=1e-12)
+
+
+@pytest.mark.parametrize("layout_cls", [DenseLayout, IndexLayout])
+def test_count_scaled_mini_batches_add_up_to_j(layout_cls) -> None:
+    Y, theta, x, b_u, b_i, mean = random_problem(seed=9, n_users=20, n_items=9)
+    R = ~np.isnan(Y)
+    layout = layout_cls(Ratings.from_dense(Y), "cpu")
+    f = Factors(*(torch.tensor(a, dtype=torch.float32) for a in (theta, x)), torch.tensor(mean),
+                *(torch.tensor(a, dtype=torch.float32) for a in (b_u, b_i)))
+    pen = Penalty(LAM, LAM, LAM_B, torch.tensor(R.sum(1) ** 0.5, dtype=torch.float32),
+                  torch.tensor(R.sum(0) ** 0.5, dtype=torch.float32))
+
+    def reg(batch):
+        if layout_cls is DenseLayout:
+            return dense_loss(f, pen, batch.Y, batch.R, rows=batch.rows, fraction=batch.fraction).reg
+        return index_loss(f, pen, batch.users, batch.items, batch.values, user_share=batch.user_share,
+                          item_share=batch.item_share, fraction=batch.fraction).reg
+
+    generator = torch.Generator().manual_seed(0)
+    full = reg(next(layout.batches(None, generator)))
+    assert sum(float(reg(b)) for b in layout.batches(7, generator)) == pytest.approx(float(full), rel=1e-5)

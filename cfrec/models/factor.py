@@ -32,13 +32,18 @@ class FactorModel(Recommender, nn.Module):
     them, so they predict μ + b_u (or μ + b_i): the bias baseline, or the global mean.
     """
 
-    def __init__(self, *, l2: float, bias: bool, l2_bias: float, w0: float | None, clip: bool):
+    def __init__(
+        self, *, l2: float, bias: bool, l2_bias: float, w0: float | None, clip: bool, l2_exponent: float = 0.0,
+    ):
         nn.Module.__init__(self)
         _non_negative("l2", l2)
         _non_negative("l2_bias", l2_bias)
+        _non_negative("l2_exponent", l2_exponent)
         if w0 is not None and (isinstance(w0, bool) or not isinstance(w0, (int, float)) or not 0 < w0 <= 1):
             raise ConfigError("w0", f"must be null (rated cells only) or in (0, 1], got {w0!r}")
         self.l2, self.use_bias, self.l2_bias = float(l2), bool(bias), float(l2_bias)
+        self.l2_exponent = float(l2_exponent)
+        self._row_weights: tuple[Tensor | None, Tensor | None] = (None, None)  # n^α of the last fit
         self.w0 = None if w0 is None else float(w0)
         self.clip_predictions = bool(clip)
         self.theta = nn.Parameter(torch.zeros(0, 0))
@@ -91,6 +96,11 @@ class FactorModel(Recommender, nn.Module):
     def prepare(self, train: Ratings, generator: torch.Generator, device: torch.device) -> None:
         """Initialise every parameter for ``train`` (used by the trainer)."""
         self._remember_shape(train)
+        self._row_weights = (
+            (count_weights(train.user_counts(), self.l2_exponent, device),
+             count_weights(train.item_counts(), self.l2_exponent, device))
+            if self.l2_exponent else (None, None)
+        )
         self.init_item_side(train, generator)
         theta = torch.randn(train.n_users, self.rank, generator=generator) * self.init_scale  # (n_users, k)
         theta[torch.as_tensor(train.user_counts() == 0)] = 0.0
@@ -112,7 +122,7 @@ class FactorModel(Recommender, nn.Module):
         return Factors(self.theta, self.item_table, self.mean, self.user_bias, self.item_bias)
 
     def penalty(self) -> Penalty:
-        return Penalty(self.l2, self.l2_item, self.l2_bias if self.use_bias else 0.0)
+        return Penalty(self.l2, self.l2_item, self.l2_bias if self.use_bias else 0.0, *self._row_weights)
 
     def forward(self, batch: Batch) -> LossTerms:
         """J's terms on one batch of either layout (``model(batch)``; DDP can wrap it)."""
@@ -195,7 +205,8 @@ class FactorModel(Recommender, nn.Module):
                 offset = self.mean + self.item_bias.detach()  # (n_items,)
             else:
                 offset = torch.zeros(self.n_items, device=self.device)
-            z = solve_users(x, offset, reg, users, items, values, n_users, self.w0).float()  # (n_users, f)
+            scale = count_weights(torch.bincount(users, minlength=n_users).cpu().numpy(), self.l2_exponent, self.device)
+            z = solve_users(x, offset, reg, users, items, values, n_users, self.w0, scale).float()  # (n_users, f)
         theta, bias = (z[:, : self.rank], z[:, self.rank]) if self.use_bias else (z, None)
         return FoldedUsers(self, theta, bias, seen_matrix(users, items, n_users, self.n_items))
 
@@ -214,6 +225,11 @@ class FactorModel(Recommender, nn.Module):
             else:
                 self._buffers[name] = tensor.clone().to(self.device)
         return self
+
+
+def count_weights(counts: np.ndarray, exponent: float, device: torch.device | str) -> Tensor:
+    """Per-row penalty weights n^exponent (rows without ratings count as 1)."""
+    return torch.as_tensor(np.maximum(counts, 1).astype(np.float64) ** exponent, dtype=torch.float32, device=device)
 
 
 def _non_negative(key: str, value: object) -> None:

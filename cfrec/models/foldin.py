@@ -24,12 +24,13 @@ from cfrec.models.base import mask_seen
 
 def solve_users(
     item_rows: Tensor, item_offset: Tensor, reg: Tensor, users: Tensor, items: Tensor, values: Tensor,
-    n_users: int, w0: float | None = None, chunk_floats: int = 1 << 22,
+    n_users: int, w0: float | None = None, reg_scale: Tensor | None = None, chunk_floats: int = 1 << 22,
 ) -> Tensor:
     """Ridge solutions z (n_users, f) for ratings given as local user rows 0..n_users-1.
 
     ``item_rows`` (n_items, f) are the frozen x̃, ``item_offset`` (n_items,) the o_j, ``reg`` (f,)
-    the diagonal penalty. Gram matrices are accumulated in chunks of at most ``chunk_floats``.
+    the diagonal penalty, ``reg_scale`` (n_users,) each user's multiplier of it (count-scaled
+    regularization). Gram matrices are accumulated in chunks of at most ``chunk_floats``.
     """
     f = item_rows.shape[1]
     rows = item_rows[items].double()  # (n, f)
@@ -47,7 +48,8 @@ def solve_users(
         gram += w0 * (all_rows.T @ all_rows)  # every cell at weight w0
         rhs -= w0 * (all_rows.T @ item_offset.double())  # unrated cells: t = 0
         rhs.index_add_(0, users, w0 * rows * item_offset[items].double()[:, None])  # rated cells are not unrated
-    gram += torch.diag(reg.double())
+    penalty = torch.diag(reg.double())  # (f, f)
+    gram += penalty if reg_scale is None else reg_scale.double()[:, None, None] * penalty
     return torch.linalg.solve(gram, rhs.unsqueeze(-1)).squeeze(-1)
 
 

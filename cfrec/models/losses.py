@@ -4,7 +4,9 @@ Both learned models predict ŷ(u, i) = θ_uᵀx_i (+ μ + b_u + b_i with biases)
 
     J = ½ Σ_(u,i) rated (ŷ(u, i) − y_ui)² + λ/2 (‖Θ‖² + ‖X‖²) + λ_b/2 (‖b_user‖² + ‖b_item‖²)
 
-(content-based: X is fixed, so only ‖Θ‖² is penalised). The weighted-mask variant counts
+(content-based: X is fixed, so only ‖Θ‖² is penalised). Optional row weights generalise the
+penalty to λ/2 Σ_u w_u ‖θ_u‖² + …, e.g. w = n^α for regularization that grows with a row's
+number of ratings; without them (α = 0) it is exactly the notes' J. The weighted-mask variant counts
 every unrated cell as a 0 with weight w₀: ½ Σ_all W (ŷ − Y)², W = 1 on rated cells.
 
 Predictions are written as one product of *augmented* factors, ŷ = θ̃_uᵀx̃_i with
@@ -54,11 +56,17 @@ class Factors:
 
 @dataclass(frozen=True)
 class Penalty:
-    """Regularization strengths: λ on θ, λ on x (0 when x is fixed), λ_b on both biases."""
+    """Regularization strengths: λ on θ, λ on x (0 when x is fixed), λ_b on both biases.
+
+    ``user_weight`` / ``item_weight`` (n_users,) / (n_items,) multiply each row's penalty, e.g.
+    n^α for count-scaled regularization; None weighs every row 1, the notes' J.
+    """
 
     l2_user: float
     l2_item: float
     l2_bias: float = 0.0
+    user_weight: Tensor | None = None
+    item_weight: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -82,11 +90,18 @@ def _row_penalty(rows: Tensor, l2: float, share: Tensor | float) -> Tensor:
     return 0.5 * l2 * (share * sq.sum() if isinstance(share, float) else torch.dot(sq, share))
 
 
+def _weighted(share: Tensor | float, weight: Tensor | None) -> Tensor | float:
+    return share if weight is None else share * weight
+
+
 def _penalty(
     pen: Penalty, theta: Tensor, x: Tensor, user_bias: Tensor | None, item_bias: Tensor | None,
-    user_share: Tensor | float = 1.0, item_share: Tensor | float = 1.0,
+    user_share: Tensor | float = 1.0, item_share: Tensor | float = 1.0, user_weight: Tensor | None = None,
 ) -> Tensor:
-    """Regularization of the given user and item rows, each weighted by its share."""
+    """Regularization of the given user and item rows, each weighted by its share (and the
+    penalty's row weights; ``user_weight`` replaces ``pen.user_weight`` for a block of users)."""
+    user_share = _weighted(user_share, pen.user_weight if user_weight is None else user_weight)
+    item_share = _weighted(item_share, pen.item_weight)
     reg = _row_penalty(theta, pen.l2_user, user_share) + _row_penalty(x, pen.l2_item, item_share)
     if user_bias is not None and pen.l2_bias:
         reg = reg + _row_penalty(user_bias, pen.l2_bias, user_share) + _row_penalty(item_bias, pen.l2_bias, item_share)
@@ -103,11 +118,12 @@ def dense_loss(
     item side the block's ``fraction`` of all users. ``w0`` switches on the weighted mask.
     """
     theta_aug, x_aug = f.augmented()
-    theta, user_bias = f.theta, f.user_bias
+    theta, user_bias, user_weight = f.theta, f.user_bias, pen.user_weight
     if rows is not None:
         theta_aug = theta_aug.index_select(0, rows)  # (B, k')
         theta = theta.index_select(0, rows)  # (B, k)
         user_bias = None if user_bias is None else user_bias.index_select(0, rows)  # (B,)
+        user_weight = None if user_weight is None else user_weight.index_select(0, rows)  # (B,)
     pred = theta_aug @ x_aug.T  # (B, n_items)
     if w0 is None:
         err = (pred * R - Y).view(-1)  # (B * n_items,)
@@ -117,7 +133,8 @@ def dense_loss(
         rated = (err * R).view(-1)
         err = err.view(-1)
         data = 0.5 * (w0 * torch.dot(err, err) + (1 - w0) * torch.dot(rated, rated))
-    return LossTerms(data, _penalty(pen, theta, f.x, user_bias, f.item_bias, item_share=fraction))
+    reg = _penalty(pen, theta, f.x, user_bias, f.item_bias, item_share=fraction, user_weight=user_weight)
+    return LossTerms(data, reg)
 
 
 def index_loss(
