@@ -18,12 +18,12 @@ CONVERGE = {"epochs": 200, "batch_size": None, "lr": 0.05, "schedule": "cosine"}
 
 class TestCollaborativeFiltering(ModelContract):
     def make_model(self):
-        return CollaborativeFiltering(rank=8, l2=5.0)
+        return CollaborativeFiltering(rank=8, l2=5.0, l2_exponent=0.0)
 
 
 class TestWeightedCollaborativeFiltering(ModelContract):
     def make_model(self):
-        return CollaborativeFiltering(rank=8, l2=5.0, w0=0.05)
+        return CollaborativeFiltering(rank=8, l2=5.0, w0=0.05, l2_exponent=0.0)
 
 
 class TestContentBased(ModelContract):
@@ -50,7 +50,7 @@ def tiny() -> SyntheticData:
 @pytest.mark.parametrize("layout", ["dense", "index"])
 def test_cf_reaches_the_noise_floor_on_planted_data(planted: SyntheticData, layout: str) -> None:
     train, test = per_user_split(planted.ratings, test_ratio=0.1, seed=1)
-    model = CollaborativeFiltering(rank=4, l2=5.0)
+    model = CollaborativeFiltering(rank=4, l2=5.0, l2_exponent=0.0)  # the notes' J
     options = {"epochs": 60, "lr": 0.05, "schedule": "cosine", "layout": layout}
     model.fit(train, {**options, "batch_size": None} if layout == "dense" else {**options, "batch_size": 4096, "epochs": 30})
     rmse = evaluate(model, train, test, ranking=False)["rmse"]
@@ -82,7 +82,7 @@ def test_fold_in_of_the_content_model_reproduces_the_fitted_theta(tiny: Syntheti
 def test_weighted_fold_in_zeroes_the_gradient_of_j(tiny: SyntheticData) -> None:
     """With the weighted mask (every cell counts), the folded-in θ is J's stationary point in θ."""
     ratings = tiny.ratings
-    model = CollaborativeFiltering(rank=3, l2=2.0, w0=0.05).fit(ratings, {"epochs": 30, "batch_size": None})
+    model = CollaborativeFiltering(rank=3, l2=2.0, w0=0.05, l2_exponent=0.0).fit(ratings, {"epochs": 30, "batch_size": None})
     folded = model.fold_in(ratings.items, ratings.values, users=ratings.users)
     with torch.no_grad():
         model.theta.copy_(folded.theta)
@@ -95,7 +95,7 @@ def test_weighted_fold_in_zeroes_the_gradient_of_j(tiny: SyntheticData) -> None:
 
 def test_folded_users_predict_and_recommend(tiny: SyntheticData) -> None:
     ratings = tiny.ratings
-    model = CollaborativeFiltering(rank=3, l2=2.0).fit(ratings, {"epochs": 20, "batch_size": None})
+    model = CollaborativeFiltering(rank=3, l2=2.0, l2_exponent=0.0).fit(ratings, {"epochs": 20, "batch_size": None})
     items, values = torch.tensor([3, 7, 11]), torch.tensor([5.0, 1.0, 4.0])
     folded = model.fold_in(items, values)
     top, scores = folded.recommend(k=5)

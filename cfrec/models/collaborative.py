@@ -28,7 +28,8 @@ class CollaborativeFiltering(FactorModel):
     - ``clip``: clip predicted ratings into the training rating range.
     - ``l2_exponent``: α of count-scaled regularization: each user's (item's) penalty, biases
       included, is multiplied by its number of training ratings to the power α. 0 is the notes'
-      J exactly; 0.5 lets well-known users and movies carry larger vectors.
+      J exactly; 0.5 (the default, tuned on ML-1M) penalises a user with 100 ratings 10× as much
+      as one with 1, so λ is per √rating rather than per row.
 
     Items (or users) with no training rating keep x = 0 and predict μ + b_u.
     """
@@ -36,8 +37,8 @@ class CollaborativeFiltering(FactorModel):
     name = "cf"
 
     def __init__(
-        self, rank: int = 128, l2: float = 20.0, bias: bool = True, l2_bias: float = 1.0,
-        init_scale: float = 0.1, w0: float | None = None, clip: bool = True, l2_exponent: float = 0.0,
+        self, rank: int = 128, l2: float = 1.0, bias: bool = True, l2_bias: float = 0.1,
+        init_scale: float = 0.1, w0: float | None = None, clip: bool = True, l2_exponent: float = 0.5,
     ):
         if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
             raise ConfigError("rank", f"must be a positive integer, got {rank!r}")
