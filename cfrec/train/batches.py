@@ -116,7 +116,7 @@ class IndexLayout:
         n_i = np.maximum(train.item_counts(), 1).astype(np.float32)
         self.user_share = torch.as_tensor(1.0 / n_u, device=device)[self.users]  # (n_held,)
         self.item_share = torch.as_tensor(1.0 / n_i, device=device)[self.items]  # (n_held,)
-        self.n_ratings, self.n_held = len(train), len(held)  # all shards' sets the batches and J's scale
+        self.n_ratings, self.n_held = len(train), len(held)  # all shards' count sets the batches
         self.shard = shard
 
     def n_batches(self, batch_size: int | None) -> int:

@@ -38,7 +38,7 @@ TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"
 CodeArray = TypeVar("CodeArray", Tensor, np.ndarray)
 
 # buffers (μ, content features) never change in training: no broadcast before every step
-# (torch ≥ 2.13 names the option forward_sync_buffers; broadcast_buffers before)
+# (newer torch names the option forward_sync_buffers and deprecates broadcast_buffers)
 _NO_BUFFER_SYNC = (
     {"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
     else {"broadcast_buffers": False}
