@@ -19,8 +19,8 @@ from cfrec.models import CollaborativeFiltering, ContentBased
 from cfrec.models.factor import FactorModel
 from cfrec.train.distributed import launched_rank
 
-FULL = {"batch_size": None, "epochs": 12, "lr": 0.02, "seed": 1}
-MINI = {"batch_size": 700, "epochs": 3, "lr": 0.02, "seed": 2}
+FULL = {"batch_size": None, "epochs": 10, "lr": 0.02, "seed": 1}
+MINI = {"batch_size": 1000, "epochs": 3, "lr": 0.02, "seed": 2}
 
 CASES: dict[str, tuple[type[FactorModel], dict[str, Any], dict[str, Any]]] = {
     # name: (model class, constructor options, training options)
