@@ -46,7 +46,7 @@ def check_eval(section: Mapping[str, Any]) -> None:
         raise ConfigError("eval.limit", f"must be a positive number of pairs or null, got {section['limit']}")
 
 
-def check_launch(train_options: Mapping[str, Any] | None, model: Recommender) -> None:
+def check_distributed(train_options: Mapping[str, Any] | None, model: Recommender) -> None:
     """``train.distributed`` against the model and the way this process was started."""
     if (train_options or {}).get("distributed", False):
         if not isinstance(model, FactorModel):
@@ -78,7 +78,7 @@ def prepare(cfg: Mapping[str, Any]) -> tuple[Recommender, Split, torch.device]:
     check_data_source(cfg["data"])
     check_eval(cfg["eval"])
     model = make_model(cfg["model"], device)
-    check_launch(cfg.get("train"), model)
+    check_distributed(cfg.get("train"), model)
     return model, load_split(cfg), device
 
 
