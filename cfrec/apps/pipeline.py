@@ -2,7 +2,8 @@
 
 The run folder holds ``metrics.json``, the checkpoint (``model.pt`` + ``model.json``), the
 HNSW indexes over the model's vectors, TensorBoard events under ``tb/`` and PNG plots; Hydra
-adds ``.hydra/`` (the resolved config) and the log.
+adds ``.hydra/`` (the resolved config) and the log. In a torchrun job (``train.distributed``)
+every rank trains its shard and rank 0 alone evaluates and writes (``docs/distributed.md``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from cfrec.models.factor import FactorModel
 from cfrec.models.registry import build_model
 from cfrec.index import HNSWIndex
 from cfrec.monitor import TensorBoardLogger
+from cfrec.train import distributed
 from cfrec.serving import ITEM_INDEX, USER_INDEX
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,18 @@ def check_eval(section: Mapping[str, Any]) -> None:
         raise ConfigError("eval.ks", f"must be positive integers, got {ks}")
     if section.get("limit") is not None and int(section["limit"]) < 1:
         raise ConfigError("eval.limit", f"must be a positive number of pairs or null, got {section['limit']}")
+
+
+def check_distributed(train_options: Mapping[str, Any] | None, model: Recommender) -> None:
+    """``train.distributed`` against the model and the way this process was started."""
+    if (train_options or {}).get("distributed", False):
+        if not isinstance(model, FactorModel):
+            raise ConfigError("train.distributed", f"model {model.name!r} is not trained by gradient descent; "
+                              "only the learned models (cf, cf_weighted, content) train data-parallel")
+        distributed.check_launch("train.distributed")
+    elif distributed.launched_world_size() > 1:
+        raise ConfigError("train.distributed", f"false, but torchrun started {distributed.launched_world_size()} "
+                          "processes: set train.distributed=true, or start one process")
 
 
 def make_model(options: Mapping[str, Any], device: torch.device) -> Recommender:
@@ -64,6 +78,7 @@ def prepare(cfg: Mapping[str, Any]) -> tuple[Recommender, Split, torch.device]:
     check_data_source(cfg["data"])
     check_eval(cfg["eval"])
     model = make_model(cfg["model"], device)
+    check_distributed(cfg.get("train"), model)
     split = load_split(cfg)
     try:
         model.validate(split.train)
@@ -72,20 +87,26 @@ def prepare(cfg: Mapping[str, Any]) -> tuple[Recommender, Split, torch.device]:
     return model, split, device
 
 
-def run(cfg: Mapping[str, Any], run_dir: str | Path, label: str | None = None) -> dict[str, Any]:
-    """Fit and evaluate the configured model; write the run folder; return the metrics."""
+def run(cfg: Mapping[str, Any], run_dir: str | Path, label: str | None = None) -> dict[str, Any] | None:
+    """Fit and evaluate the configured model; write the run folder; return the metrics.
+
+    In a torchrun job, ranks other than 0 only train (their shard) and return None.
+    """
     run_dir = Path(run_dir)
     model, split, device = prepare(cfg)
     train, test = split
     label = label or model.name
     options = cfg.get("run", {})
-    logger = TensorBoardLogger(run_dir / "tb") if options.get("tensorboard", True) else None
+    main = distributed.launched_rank() == 0
+    logger = TensorBoardLogger(run_dir / "tb") if options.get("tensorboard", True) and main else None
     log.info("fitting %s on %s (%d ratings; test %d pairs)", label, train.name, len(train), len(test))
     fit_seconds = fit_model(
         model, train, cfg.get("train"), [logger.on_epoch_end] if logger else [], device=device,
-        progress=options.get("progress", True), run_dir=run_dir,
+        progress=options.get("progress", True), run_dir=run_dir if main else None,
         describe={"model": dict(cfg["model"]), "data": dict(cfg["data"]), "split": dict(cfg["split"])},
     )
+    if not main:
+        return None
     start = time.perf_counter()
     metrics = evaluate(model, train, test, device=device, progress=options.get("progress", True), **cfg["eval"])
     metrics.update({

@@ -4,6 +4,10 @@
 users; `IndexLayout` holds the rated (user, item, rating) triples and deals random chunks
 of them. A batch of ``batch_size`` means about that many ratings in either layout; ``None``
 is the full batch, the notes' plain gradient descent. `choose_layout` picks one by size.
+
+Given a `Shard` (data-parallel training), a layout holds only that rank's users (dense) or
+ratings (index) and deals, from the same seeded order as one process, that rank's part of
+each batch: the parts of one batch over all ranks are the single-process batch.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from torch import Tensor
 
 from cfrec.data.ratings import Ratings
 from cfrec.errors import ConfigError
+from cfrec.train.distributed import Shard
 
 
 @dataclass(frozen=True)
@@ -51,14 +56,25 @@ Batch = DenseBatch | IndexBatch
 
 
 class DenseLayout:
-    """Dense (Y, R) of the whole training matrix on ``device``; batches are blocks of users."""
+    """Dense (Y, R) of the training matrix on ``device``; batches are blocks of users.
+
+    With a ``shard``, only the rows of the shard's users (codes ``rank::world_size``).
+    """
 
     name = "dense"
 
-    def __init__(self, train: Ratings, device: torch.device | str = "cpu"):
-        Y, R = train.to_dense(device)
-        self.Y, self.R = Y, R.float()  # (n_users, n_items) each
-        self.n_users, self.n_ratings = train.n_users, len(train)
+    def __init__(self, train: Ratings, device: torch.device | str = "cpu", shard: Shard | None = None):
+        self.n_users, self.n_ratings = train.n_users, len(train)  # of all shards: they set the batches
+        self.shard = shard
+        if shard is None:
+            Y, R = train.to_dense(device)
+            self.rows, self.n_held = None, len(train)  # every user, in code order
+        else:
+            held = train.subset(shard.owns(train.users))
+            self.rows = torch.as_tensor(shard.rows(train.n_users), device=device)  # (n_rows,) user codes
+            Y, R = _dense_rows(held, len(self.rows), shard, device)
+            self.n_held = len(held)
+        self.Y, self.R = Y, R.float()  # (n_rows, n_items) each
 
     def rows_per_batch(self, batch_size: int | None) -> int:
         """Users per block so that a block holds about ``batch_size`` ratings."""
@@ -72,57 +88,92 @@ class DenseLayout:
     def batches(self, batch_size: int | None, generator: torch.Generator) -> Iterator[DenseBatch]:
         rows_per = self.rows_per_batch(batch_size)
         if rows_per >= self.n_users:
-            yield DenseBatch(self.Y, self.R, None, 1.0, self.n_ratings)
+            yield DenseBatch(self.Y, self.R, self.rows, len(self.Y) / self.n_users, self.n_held)
             return
         order = torch.randperm(self.n_users, generator=generator).to(self.Y.device)
         for rows in order.split(rows_per):
             rows = rows.sort().values  # (B,) ascending rows read memory in order
-            R = self.R[rows]  # (B, n_items)
-            yield DenseBatch(self.Y[rows], R, rows, len(rows) / self.n_users, int(R.sum()))
+            if self.shard is not None:
+                rows = rows[self.shard.owns(rows)]  # the block's users held here
+            held = rows if self.shard is None else self.shard.local(rows)
+            R = self.R[held]  # (B, n_items)
+            yield DenseBatch(self.Y[held], R, rows, len(rows) / self.n_users, int(R.sum()))
 
 
 class IndexLayout:
-    """The rated triples as tensors on ``device``; batches are random chunks of them."""
+    """The rated triples as tensors on ``device``; batches are random chunks of them.
+
+    With a ``shard``, only the shard's ratings (rows ``rank::world_size`` of ``train``); the
+    penalty shares still count every rating of a user or item, on whichever rank it lives.
+    """
 
     name = "index"
 
-    def __init__(self, train: Ratings, device: torch.device | str = "cpu"):
-        self.users, self.items, self.values = train.to_tensors(device)  # (n,) each
+    def __init__(self, train: Ratings, device: torch.device | str = "cpu", shard: Shard | None = None):
+        held = train if shard is None else train.subset(shard.rows(len(train)))
+        self.users, self.items, self.values = held.to_tensors(device)  # (n_held,) each
         n_u = np.maximum(train.user_counts(), 1).astype(np.float32)
         n_i = np.maximum(train.item_counts(), 1).astype(np.float32)
-        self.user_share = torch.as_tensor(1.0 / n_u, device=device)[self.users]  # (n,)
-        self.item_share = torch.as_tensor(1.0 / n_i, device=device)[self.items]  # (n,)
-        self.n_ratings = len(train)
+        self.user_share = torch.as_tensor(1.0 / n_u, device=device)[self.users]  # (n_held,)
+        self.item_share = torch.as_tensor(1.0 / n_i, device=device)[self.items]  # (n_held,)
+        self.n_ratings, self.n_held = len(train), len(held)  # all shards' count sets the batches
+        self.shard = shard
 
     def n_batches(self, batch_size: int | None) -> int:
         return 1 if batch_size is None else math.ceil(self.n_ratings / batch_size)
 
     def batches(self, batch_size: int | None, generator: torch.Generator) -> Iterator[IndexBatch]:
         if batch_size is None or batch_size >= self.n_ratings:
-            yield IndexBatch(self.users, self.items, self.values, None, None, 1.0)
+            yield IndexBatch(self.users, self.items, self.values, None, None, len(self.users) / self.n_ratings)
             return
         order = torch.randperm(self.n_ratings, generator=generator).to(self.users.device)
+        if self.shard is not None:
+            yield from self._held_batches(order, batch_size)
+            return
         # one shuffled copy per epoch, then contiguous slices (views): cheaper than gathering per batch
         columns = [t.index_select(0, order) for t in (self.users, self.items, self.values, self.user_share, self.item_share)]
         for start in range(0, self.n_ratings, batch_size):
             users, items, values, user_share, item_share = (t[start : start + batch_size] for t in columns)
             yield IndexBatch(users, items, values, user_share, item_share, len(users) / self.n_ratings)
 
+    def _held_batches(self, order: Tensor, batch_size: int) -> Iterator[IndexBatch]:
+        """The shard's part of each batch of the global ``order`` (n,), in the order of ``order``."""
+        held = self.shard.owns(order)  # (n,) positions of the global order whose rating lives here
+        batch_of = torch.nonzero(held).squeeze(1).div(batch_size, rounding_mode="floor")  # (n_held,)
+        sizes = torch.bincount(batch_of, minlength=self.n_batches(batch_size)).tolist()
+        local = self.shard.local(order[held])  # (n_held,) local rows in global batch order
+        columns = [t.index_select(0, local) for t in (self.users, self.items, self.values, self.user_share, self.item_share)]
+        for users, items, values, user_share, item_share in zip(*(t.split(sizes) for t in columns)):
+            yield IndexBatch(users, items, values, user_share, item_share, len(users) / self.n_ratings)
+
 
 def choose_layout(
     layout: str, train: Ratings, device: torch.device | str, dense_max_cells: int, batch_size: int | None,
+    shard: Shard | None = None,
 ) -> DenseLayout | IndexLayout:
-    """``dense``, ``index`` or ``auto``.
+    """``dense``, ``index`` or ``auto``, holding all of ``train`` or ``shard``'s part of it.
 
     ``auto`` takes dense for full-batch descent while users × items ≤ ``dense_max_cells`` (one
     matmul beats gathering every rating), and index for mini-batches: its random batches update
     every user many times per epoch, where a dense block of users updates each of them once.
+    A shard decides as one process would, so both train alike.
     """
     if layout == "auto":
         fits = train.n_users * train.n_items <= dense_max_cells
         layout = "dense" if fits and (batch_size is None or batch_size >= len(train)) else "index"
     if layout == "dense":
-        return DenseLayout(train, device)
+        return DenseLayout(train, device, shard)
     if layout == "index":
-        return IndexLayout(train, device)
+        return IndexLayout(train, device, shard)
     raise ConfigError("layout", f"must be 'auto', 'dense' or 'index', got {layout!r}")
+
+
+def _dense_rows(held: Ratings, n_rows: int, shard: Shard, device: torch.device | str) -> tuple[Tensor, Tensor]:
+    """Dense (Y, R) (n_rows, n_items) of a shard's users from their ratings ``held``."""
+    users, items, values = held.to_tensors(device)
+    Y = torch.zeros(n_rows, held.n_items, dtype=torch.float32, device=device)
+    R = torch.zeros(n_rows, held.n_items, dtype=torch.bool, device=device)
+    rows = shard.local(users)
+    Y[rows, items] = values
+    R[rows, items] = True
+    return Y, R

@@ -35,6 +35,9 @@ class TrainConfig:
       users × items ≤ ``dense_max_cells``); ``device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
     - ``seed``: initialization and batch order; CPU runs are bit-for-bit repeatable.
     - ``progress``: tqdm bar over epochs (``None`` = only on a terminal).
+    - ``distributed``: data-parallel training (DDP) as one rank of a ``torchrun`` job: each rank
+      holds a shard of the ratings and takes the same steps as one process would; see
+      ``docs/distributed.md``. Outside torchrun it is a `ConfigError`.
     """
 
     optimizer: str = "adam"
@@ -56,6 +59,7 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     progress: bool | None = None
+    distributed: bool = False
 
     def __post_init__(self) -> None:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -87,6 +91,8 @@ class TrainConfig:
             raise ConfigError("device", f"must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError("seed", f"must be an integer, got {self.seed!r}")
+        if not isinstance(self.distributed, bool):
+            raise ConfigError("distributed", f"must be true or false, got {self.distributed!r}")
 
     @classmethod
     def from_dict(cls, options: Mapping[str, Any] | None = None, base: "TrainConfig | None" = None) -> "TrainConfig":

@@ -2,7 +2,8 @@
 
 The model supplies its loss (`Trainable`); the trainer owns the data layout, batching,
 optimizer, learning-rate schedule, validation, early stopping, divergence checks and the
-per-epoch callbacks, and can hand out and take back its whole state for resuming.
+per-epoch callbacks, and can hand out and take back its whole state for resuming. With
+``distributed`` it trains data-parallel, one rank of a torchrun job (`cfrec.train.distributed`).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from cfrec import metrics
 from cfrec.data.ratings import Ratings
 from cfrec.data.split import per_user_split
 from cfrec.errors import ConfigError, TrainingDiverged
+from cfrec.train import distributed
 from cfrec.train.batches import Batch, choose_layout
 from cfrec.train.config import TrainConfig
+from cfrec.train.distributed import Group
 
 if TYPE_CHECKING:  # the models import the trainer
     from cfrec.models.losses import LossTerms
@@ -108,13 +111,24 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------
     def fit(self, model: Trainable, train: Ratings) -> Trainable:
-        """Train ``model`` on ``train`` (minus the validation slice) and return it."""
+        """Train ``model`` on ``train`` (minus the validation slice) and return it.
+
+        With ``distributed``, every rank of the torchrun job calls this with the same ``train``
+        and ends with the same parameters; rank 0 alone validates (and shows progress).
+        """
+        if not self.config.distributed:
+            return self._fit(model, train, resolve_device(self.config.device), distributed.SingleProcess())
+        distributed.check_launch()
+        device = distributed.rank_device(resolve_device(self.config.device))
+        return self._fit(model, train, device, distributed.join(device))
+
+    def _fit(self, model: Trainable, train: Ratings, device: torch.device, group: Group) -> Trainable:
         cfg = self.config
-        device = resolve_device(cfg.device)
         fit_part, val = self._carve_validation(train)
-        layout = choose_layout(cfg.layout, fit_part, device, cfg.dense_max_cells, cfg.batch_size)
+        layout = choose_layout(cfg.layout, fit_part, device, cfg.dense_max_cells, cfg.batch_size, group.shard)
         model.prepare(fit_part, torch.Generator().manual_seed(cfg.seed), device)
         self.model = model
+        step_model = group.wrap(model)
         self.optimizer = self._make_optimizer(model)
         self.scheduler = self._make_scheduler(self.optimizer)
         if self._resume is not None:
@@ -122,17 +136,21 @@ class Trainer:
         else:
             self._reset()
         n_batches = layout.n_batches(cfg.batch_size)
-        scale = n_batches / layout.n_ratings  # the optimizer sees J per rating
+        # the optimizer sees J per rating; × world size as DDP averages the ranks' gradients, where J adds them
+        scale = n_batches / layout.n_ratings * group.world_size
         log.info(
             "training %s: %s layout, %d ratings, %d batch(es) per epoch, %s on %s",
             type(model).__name__, layout.name, layout.n_ratings, n_batches, cfg.optimizer, device,
         )
+        if group.shard is not None:
+            log.info("rank %d of %d holds %d of the %d ratings", group.rank, group.world_size, layout.n_held, layout.n_ratings)
         start = time.perf_counter()
-        bar = tqdm(range(self.epoch, cfg.epochs), desc=type(model).__name__, disable=_bar_disabled(cfg.progress), leave=False)
+        disable = True if not group.is_main else _bar_disabled(cfg.progress)
+        bar = tqdm(range(self.epoch, cfg.epochs), desc=type(model).__name__, disable=disable, leave=False)
         for epoch in bar:
-            epoch_metrics = self._run_epoch(model, layout, scale, epoch)
+            epoch_metrics = self._run_epoch(step_model, layout, scale, epoch, group)
             if val is not None:
-                epoch_metrics.update(validate(model, val, device))
+                epoch_metrics.update(group.from_main(lambda: validate(model, val, device)))
             self.scheduler.step()
             self.epoch = epoch + 1
             stop = self._early_stop(model, epoch_metrics)
@@ -140,7 +158,7 @@ class Trainer:
             bar.set_postfix({k: f"{epoch_metrics[k]:.4g}" for k in ("loss", "val_rmse") if k in epoch_metrics})
             log.debug("epoch %d: %s", self.epoch, epoch_metrics)
             asked_to_stop = [callback(self.epoch, epoch_metrics, model) is True for callback in self.callbacks]
-            if stop or any(asked_to_stop):
+            if group.any(stop or any(asked_to_stop)):  # every rank stops after the same epoch
                 break
         bar.close()
         if cfg.restore_best and self.best["state"] is not None and self.best["epoch"] != self.epoch:
@@ -149,21 +167,21 @@ class Trainer:
         log.info("trained %d epoch(s) in %.2f s", self.epoch, time.perf_counter() - start)
         return model
 
-    def _run_epoch(self, model: Trainable, layout, scale: float, epoch: int) -> dict[str, float]:
-        """One pass over the batches; returns the epoch's training metrics."""
+    def _run_epoch(self, model: nn.Module, layout, scale: float, epoch: int, group: Group) -> dict[str, float]:
+        """One pass over the batches; returns the epoch's training metrics (of all ranks' shards)."""
         start = time.perf_counter()
         params = [p for p in model.parameters() if p.requires_grad]
         sums = torch.zeros(3, dtype=torch.float64, device=params[0].device)  # data, reg, grad norm
         steps = 0
         for step, batch in enumerate(layout.batches(self.config.batch_size, self.generator)):
             terms = model(batch)
-            objective = terms.total * scale
             self.optimizer.zero_grad(set_to_none=True)
-            objective.backward()
+            (terms.total * scale).backward()  # with DDP: the gradient of the whole batch on every rank
             norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-            _check_finite(objective, norm, epoch, step, self.config.lr)  # the step's one device sync
+            batch_terms = group.sum(torch.stack([terms.data.detach(), terms.reg.detach()]))  # J's data, reg
+            _check_finite(batch_terms.sum(), norm, epoch, step, self.config.lr)  # the step's one device sync
             self.optimizer.step()
-            sums += torch.stack([terms.data.detach(), terms.reg.detach(), norm.detach()]).double()
+            sums += torch.cat([batch_terms, norm.detach()[None]]).double()
             steps += 1
         data, reg, grad_norm = sums.tolist()
         return {
@@ -233,10 +251,11 @@ def validate(model: Trainable, val: Ratings, device: torch.device, tolerance: fl
     }
 
 
-def _check_finite(objective: Tensor, grad_norm: Tensor, epoch: int, step: int, lr: float) -> None:
-    if not bool(torch.isfinite(objective) & torch.isfinite(grad_norm)):
-        what = "loss" if not torch.isfinite(objective) else "gradient norm"
-        value = objective.item() if what == "loss" else grad_norm.item()
+def _check_finite(loss: Tensor, grad_norm: Tensor, epoch: int, step: int, lr: float) -> None:
+    """Raise `TrainingDiverged` when the batch's J or the gradient is not finite (the same on every rank)."""
+    if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
+        what = "loss" if not torch.isfinite(loss) else "gradient norm"
+        value = loss.item() if what == "loss" else grad_norm.item()
         raise TrainingDiverged(
             f"training diverged in epoch {epoch + 1}, step {step + 1}: the {what} is {value}; "
             f"the parameters are those before this step. Lower train.lr (now {lr}) or raise the model's l2"
