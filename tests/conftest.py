@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from cfrec.data import Split, SyntheticData, per_user_split, synthetic
+
+
+# Tiny tensors gain nothing from a second thread, and on a busy machine OpenMP threads wait on
+# each other: one thread keeps the suite fast and steady.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
