@@ -13,7 +13,7 @@ from cfrec.models.features import item_features
 from cfrec.train.batches import DenseLayout
 from contract import ModelContract
 
-CONVERGE = {"epochs": 200, "batch_size": None, "lr": 0.05, "schedule": "cosine"}
+CONVERGE = {"epochs": 200, "batch_size": None, "lr": 0.05, "schedule": "cosine", "val_fraction": 0.0}
 
 
 class TestCollaborativeFiltering(ModelContract):

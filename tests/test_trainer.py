@@ -36,7 +36,7 @@ def assert_same(a: dict, b: dict, **tol) -> None:
         ({"layout": "sparse"}, "layout"),
         ({"device": "tpu"}, "device"),
         ({"val_fraction": 1.0}, "val_fraction"),
-        ({"patience": 3}, "patience"),  # early stopping on val_rmse without a validation slice
+        ({"patience": 3, "val_fraction": 0.0}, "patience"),  # early stopping on val_rmse without a validation slice
         ({"learning_rate": 0.1}, "learning_rate"),  # unknown key
     ],
 )

@@ -56,6 +56,11 @@ class FactorModel(Recommender, nn.Module):
         self.register_buffer("mean", torch.zeros(()))
         self.history: list[dict[str, float]] = []  # per-epoch metrics of the last fit
 
+    @property
+    def predicts_ratings(self) -> bool:
+        """False for the weighted mask, whose scores rank items but are not ratings."""
+        return self.w0 is None
+
     # -- the item side, owned by subclasses ---------------------------------------------
     @property
     def item_table(self) -> Tensor:

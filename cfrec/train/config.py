@@ -28,7 +28,9 @@ class TrainConfig:
       full-batch gradient descent, as in the notes).
     - ``schedule``: ``constant``, ``cosine`` (down to ``lr * lr_min_ratio`` at the last epoch)
       or ``exponential`` (× ``gamma`` per epoch).
-    - ``val_fraction``: share of each user's ratings carved from train for validation (0 = none);
+    - ``val_fraction``: share of each user's ratings carved from train to validate every epoch
+      (at least one rating of each user with 5 or more; 0 = none; models whose scores are not
+      ratings, the weighted mask, never validate);
       ``patience``: stop after that many epochs without an improvement of ``monitor`` by more than
       ``min_delta`` (``None`` = never); ``restore_best``: end with the best epoch's parameters.
     - ``layout``: ``dense`` (Y, R tensors), ``index`` (rated triples) or ``auto`` (dense while
@@ -49,7 +51,7 @@ class TrainConfig:
     schedule: str = "cosine"
     lr_min_ratio: float = 0.0
     gamma: float = 0.9
-    val_fraction: float = 0.0
+    val_fraction: float = 0.02
     patience: int | None = None
     min_delta: float = 0.0
     monitor: str = "val_rmse"

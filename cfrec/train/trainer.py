@@ -124,7 +124,8 @@ class Trainer:
 
     def _fit(self, model: Trainable, train: Ratings, device: torch.device, group: Group) -> Trainable:
         cfg = self.config
-        fit_part, val = self._carve_validation(train)
+        # a model whose scores are not ratings (the weighted mask) has no RMSE to validate
+        fit_part, val = self._carve_validation(train) if getattr(model, "predicts_ratings", True) else (train, None)
         layout = choose_layout(cfg.layout, fit_part, device, cfg.dense_max_cells, cfg.batch_size, group.shard)
         model.prepare(fit_part, torch.Generator().manual_seed(cfg.seed), device)
         self.model = model
