@@ -131,26 +131,40 @@ def top_k_speed(
     return {"timing": timing, "users": train.n_users, "ms_per_user": timing["median"] / max(train.n_users, 1) * 1e3}
 
 
-def notebook_loops(train: Ratings, test: Ratings, n_pairs: int = 1000, n_users: int = 100) -> dict[str, Any]:
-    """Time the reference notebook's own loops (`notebook_reference`) on this split.
+class NotebookLoops:
+    """The reference notebook's state on one split (its CSR matrix, SVD vectors and HNSW index,
+    built as `notebook_reference` builds them) and its loops, timed on demand."""
 
-    The user-based, item-based and HNSW per-pair loops run on the first ``n_pairs`` test pairs
-    (accuracy, RMSE, seconds per pair, predictions); the top-50 loop and its Recall@50 on the first
-    ``n_users`` users with a liked test movie (−1: all of them, 0: skip).
-    """
-    mat, tuples, _, _ = nb.build_train_test(train, test)
-    user_vectors, item_vectors = nb.build_user_vectors(mat), nb.build_item_vectors(mat)
-    ann_index = nb.build_ann_index(user_vectors)
-    pairs = tuples[:n_pairs]
-    loops = {
-        "user": lambda u, m, k: nb.predict_rating(user_vectors, mat, u, m, k),
-        "item": lambda u, m, k: nb.predict_rating_byitem(item_vectors, mat, u, m, k),
-        "hnsw": lambda u, m, k: nb.predict_rating_ann(ann_index, user_vectors, mat, u, m, k),
-    }
-    result: dict[str, Any] = {name: {**nb.timed_evaluate(pred, pairs, k=100), "pairs": len(pairs)} for name, pred in loops.items()}
+    PAIR_LOOPS = ("user", "item", "hnsw")
+
+    def __init__(self, train: Ratings, test: Ratings):
+        self.mat, self.tuples, _, _ = nb.build_train_test(train, test)
+        self.user_vectors, self.item_vectors = nb.build_user_vectors(self.mat), nb.build_item_vectors(self.mat)
+        self.ann_index = nb.build_ann_index(self.user_vectors)
+
+    def pairs(self, loop: str, n_pairs: int = 1000) -> dict[str, Any]:
+        """The ``loop`` per-pair loop (user, item or hnsw) on the first ``n_pairs`` test pairs: accuracy,
+        RMSE, seconds, seconds per pair, the number of pairs and the predictions."""
+        predictors = {
+            "user": lambda u, m, k: nb.predict_rating(self.user_vectors, self.mat, u, m, k),
+            "item": lambda u, m, k: nb.predict_rating_byitem(self.item_vectors, self.mat, u, m, k),
+            "hnsw": lambda u, m, k: nb.predict_rating_ann(self.ann_index, self.user_vectors, self.mat, u, m, k),
+        }
+        pairs = self.tuples[:n_pairs]
+        return {**nb.timed_evaluate(predictors[loop], pairs, k=100), "pairs": len(pairs)}
+
+    def top_k(self, n_users: int = 100) -> dict[str, Any]:
+        """The top-50 loop and its Recall@50 over the first ``n_users`` users with a liked test movie (−1: all)."""
+        seconds, (recall, n) = timed(lambda: nb.recall_at_k(
+            self.mat, self.user_vectors, self.ann_index, self.tuples, 50, max_users=None if n_users < 0 else n_users))
+        return {"users": n, "recall@50": recall, "seconds": seconds, "seconds_per_user": seconds / n}
+
+
+def notebook_loops(train: Ratings, test: Ratings, n_pairs: int = 1000, n_users: int = 100) -> dict[str, Any]:
+    """Every `NotebookLoops` loop once: the three per-pair loops on ``n_pairs`` pairs, the top-50 loop
+    on ``n_users`` users (0: skipped)."""
+    loops = NotebookLoops(train, test)
+    result: dict[str, Any] = {name: loops.pairs(name, n_pairs) for name in loops.PAIR_LOOPS}
     if n_users:
-        seconds, (recall, n) = timed(
-            lambda: nb.recall_at_k(mat, user_vectors, ann_index, tuples, 50, max_users=None if n_users < 0 else n_users)
-        )
-        result["topk"] = {"users": n, "recall@50": recall, "seconds": seconds, "seconds_per_user": seconds / n}
+        result["topk"] = loops.top_k(n_users)
     return result
