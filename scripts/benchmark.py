@@ -20,8 +20,8 @@ Sections (``--sections``; all by default):
   content-based, KNN fit, prediction µs per pair, memory; a log-log plot with fitted slopes.
 
 Every job (one model, one section, one scaling point) runs in a worker process of its own, so its
-peak memory (the child's max RSS, from ``wait4``) is its own; ``--no-isolate`` runs them in this
-process, without memory figures. ``--device cpu cuda`` runs the suite once per device, in separate
+peak memory (its ``VmHWM``: resident-memory high-water mark) is its own; ``--no-isolate`` runs them
+in this process, without memory figures. ``--device cpu cuda`` runs the suite once per device, in separate
 tables; a device that is not there is skipped with a note. Output in ``--out``: ``benchmark.json``,
 ``benchmark.md`` (every table), ``results.md`` (the README's "Results" section), ``scaling.png``.
 
@@ -310,14 +310,12 @@ class Runner:
         self._count += 1
         job_file, result_file = self.workdir / f"job{self._count}.json", self.workdir / f"job{self._count}.result.json"
         write_json(job_file, {"job": asdict(job), "data": str(self.workdir / f"{job.data}.pkl"), "result": str(result_file)})
-        process = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", str(job_file)], env=thread_env(self.threads))
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        if process.returncode != 0:
-            return {"error": f"worker exited with status {process.returncode}", "peak_rss_mb": usage.ru_maxrss / 1024}
+        command = [sys.executable, str(Path(__file__).resolve()), "--worker", str(job_file)]
+        status = subprocess.run(command, env=thread_env(self.threads)).returncode
+        if status != 0:
+            return {"error": f"worker exited with status {status}", "peak_rss_mb": None, "model_rss_mb": None}
         result = json.loads(result_file.read_text())
-        peak = usage.ru_maxrss / 1024  # the worker's own high-water mark (Linux: KiB)
-        return {**result, "peak_rss_mb": peak, "model_rss_mb": peak - result["rss_after_load_mb"]}
+        return {**result, "model_rss_mb": result["peak_rss_mb"] - result["rss_after_load_mb"]}
 
     def forget(self, key: str) -> None:
         """Drop the split registered as ``key``."""
@@ -334,14 +332,16 @@ def thread_env(threads: int | None) -> dict[str, str]:
 
 
 def worker(job_file: Path) -> None:
-    """Worker process: load the job's split, run it, write its result (with the RSS after loading)."""
+    """Worker process: load the job's split, run it, write its result with its memory high-water
+    marks after loading and at the end (`benchtools.peak_rss_mb`)."""
     spec = json.loads(job_file.read_text())
     job = Job(**spec["job"])
     with open(spec["data"], "rb") as handle:
         train, test = pickle.load(handle)
     bt.prime_torch()
     after_load = bt.peak_rss_mb()
-    write_json(spec["result"], {**run_job(job, train, test), "rss_after_load_mb": after_load})
+    result = run_job(job, train, test)
+    write_json(spec["result"], {**result, "rss_after_load_mb": after_load, "peak_rss_mb": bt.peak_rss_mb()})
 
 
 # -- the suite ------------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import resource
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import torch
@@ -67,8 +69,19 @@ def prime_torch() -> None:
 
 
 def peak_rss_mb() -> float:
-    """This process's resident-memory high-water mark so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's resident-memory high-water mark so far, in MiB.
+
+    Linux's ``VmHWM`` (``/proc/self/status``) counts what this program touched since it started.
+    ``getrusage``'s ``ru_maxrss`` is the fallback elsewhere; on Linux it is no use for a worker
+    process, as exec carries over the parent's resident memory at fork time (a 10 MiB child of a
+    1 GiB parent reports 1 GiB).
+    """
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
+    line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
 
 
 def fit_trace(
