@@ -79,3 +79,22 @@ def training_curves(history: Sequence[Mapping[str, float]], path: str | Path) ->
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def loglog_panels(
+    panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]], path: str | Path, xlabel: str,
+) -> Path:
+    """One log-log panel per title, each holding curves ``label -> (x values, y values)``."""
+    n = len(panels)
+    cols = min(n, 2)
+    fig = Figure(figsize=(6 * cols, 4.2 * ((n + 1) // 2)))
+    axes = np.atleast_1d(fig.subplots((n + 1) // 2, cols)).ravel() if n else []
+    for ax, (title, curves) in zip(axes, panels.items()):
+        for label, (x, y) in curves.items():
+            ax.loglog(x, y, marker="o", label=label)
+        ax.set(title=title, xlabel=xlabel)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return _save(fig, path)

@@ -4,7 +4,9 @@
 Reports, for every variant: accuracy / RMSE on the first 1,000 test pairs and on all of them,
 Recall@50 over the test users, per-pair prediction time next to the notebook's per-pair loop
 timed in the same run (ratio), all-users top-50 time, SVD fit time and HNSW recall@100 against
-exact search. Writes ``bench_knn.json`` and ``bench_knn.md`` into ``--out``.
+exact search. Writes ``bench_knn.json`` and ``bench_knn.md`` into ``--out``. The measurements
+themselves are `benchtools`' (shared with the full suite, ``scripts/benchmark.py``); this script
+adds the KNN issue's own checks.
 
 Timings on a shared machine are noisy: ``--threads 1`` pins torch and BLAS to one thread,
 which avoids stalls when another process holds a core.
@@ -16,9 +18,7 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     import numpy as np
     import torch
 
-    import notebook_reference as nb
+    import benchtools as bt
     from cfrec.data import load, per_user_split
     from cfrec.evaluate import evaluate
     from cfrec.index import HNSWIndex
@@ -65,11 +65,18 @@ def main(argv: list[str] | None = None) -> dict:
     out["setup"].update(n_train=len(train), n_test=len(test))
     print(f"train {len(train):,} / test {len(test):,} pairs; torch threads {torch.get_num_threads()}")
 
-    svd_times = [_seconds(lambda: svd_embeddings(train, 128, 42)) for _ in range(args.repeats)]
-    out["svd_seconds"] = {"all": svd_times, "median": statistics.median(svd_times), "best": min(svd_times)}
+    svd_timing, _ = bt.time_repeats(lambda: svd_embeddings(train, 128, 42), args.repeats, warmup=0)
+    out["svd_seconds"] = {"all": svd_timing["runs"], "median": svd_timing["median"], "best": svd_timing["min"]}
     print(f"SVD users+movies (one decomposition): median {out['svd_seconds']['median']:.3f} s")
 
-    out["notebook"] = notebook_loops(nb, train, test, args.loop_pairs, args.loop_users)
+    out["notebook"] = bt.notebook_loops(train, test, args.loop_pairs, args.loop_users)
+    for name, row in out["notebook"].items():
+        if name == "topk":
+            print(f"notebook top-K loop: {row['seconds_per_user'] * 1e3:.1f} ms/user over {row['users']} users "
+                  f"(Recall@50 {row['recall@50']:.4f} on them)")
+        else:
+            print(f"notebook loop {name:5s}: acc {row['accuracy']:.4f} rmse {row['rmse']:.4f} "
+                  f"{row['seconds_per_pair'] * 1e3:.3f} ms/pair on {row['pairs']} pairs")
 
     variants = {
         "user_reference": (UserKNN, {"mode": "reference"}, "user"),
@@ -80,30 +87,28 @@ def main(argv: list[str] | None = None) -> dict:
         "user_improved_hnsw": (UserKNN, {"neighbors": "hnsw"}, "hnsw"),
         "item_improved_hnsw": (ItemKNN, {"neighbors": "hnsw"}, "item"),
     }
-    users, items = torch.as_tensor(test.users), torch.as_tensor(test.items)
     out["models"] = {}
     for name, (cls, kwargs, loop) in variants.items():
-        start = time.perf_counter()
-        model = cls(**kwargs, device=args.device).fit(train)
-        fit_seconds = time.perf_counter() - start
+        fit_seconds, model = bt.timed(lambda: cls(**kwargs, device=args.device).fit(train), args.device)
         first = evaluate(model, train, test, limit=1000, ranking=False, device=args.device)
         full = evaluate(model, train, test, ks=(50,), device=args.device)
-        times = [_seconds(lambda: model.predict(users, items)) for _ in range(args.repeats)]
-        per_pair = statistics.median(times) / len(test)
+        speed = bt.prediction_speed(model, test, args.repeats, warmup=0, device=args.device)
+        top50 = bt.top_k_speed(model, train, 50, repeats=1, warmup=0, device=args.device)
+        per_pair = speed["us_per_pair"] / 1e6
         loop_per_pair = out["notebook"][loop]["seconds_per_pair"]
         row = {
             "config": model.config(), "fit_seconds": fit_seconds,
             "first_1000": {"accuracy": first["accuracy"], "rmse": first["rmse"]},
             "all": {"accuracy": full["accuracy"], "rmse": full["rmse"], "mae": full["mae"]},
             "recall@50": full["recall@50"], "n_ranking_users": full["n_ranking_users"],
-            "rank_seconds": full["rank_seconds"], "top50_all_users_seconds": _top50_all_users(model, train, torch),
-            "predict_seconds": times, "us_per_pair": per_pair * 1e6,
+            "rank_seconds": full["rank_seconds"], "top50_all_users_seconds": top50["timing"]["median"],
+            "predict_seconds": speed["timing"]["runs"], "us_per_pair": speed["us_per_pair"],
             "notebook_loop": loop, "speedup": loop_per_pair / per_pair,
-            "speedup_with_fit": loop_per_pair / ((fit_seconds + statistics.median(times)) / len(test)),
+            "speedup_with_fit": loop_per_pair / ((fit_seconds + speed["timing"]["median"]) / len(test)),
         }
         if name in ("user_reference", "item_reference") and args.loop_pairs:
-            ours = model.predict(users[: args.loop_pairs], items[: args.loop_pairs]).numpy()
-            row["max_abs_diff_vs_notebook_loop"] = float(np.abs(ours - np.array(out["notebook"][loop]["predictions"])).max())
+            loop_pred = np.array(out["notebook"][loop]["predictions"])
+            row["max_abs_diff_vs_notebook_loop"] = float(np.abs(speed["predictions"][: len(loop_pred)].numpy() - loop_pred).max())
         out["models"][name] = row
         print(f"{name:22s} fit {fit_seconds:5.2f} s | first 1000 acc {first['accuracy']:.4f} rmse {first['rmse']:.4f} | "
               f"all acc {full['accuracy']:.4f} rmse {full['rmse']:.4f} | R@50 {full['recall@50']:.4f} | "
@@ -119,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
         active = vectors[np.abs(vectors).sum(1) > 0]
         for preset in ("default", "notebook"):
             index = HNSWIndex.preset(preset)
-            build = _seconds(lambda: index.build(active))
+            build, _ = bt.timed(lambda: index.build(active))
             out["hnsw_recall@100"][f"{label}/{preset}"] = {"recall": index.recall(100, sample=len(active)), "build_seconds": build}
     print("HNSW recall@100:", {k: round(v["recall"], 4) for k, v in out["hnsw_recall@100"].items()})
 
@@ -129,31 +134,6 @@ def main(argv: list[str] | None = None) -> dict:
     (args.out / "bench_knn.md").write_text(markdown(out))
     print(markdown(out))
     return out
-
-
-def notebook_loops(nb, train, test, n_pairs: int, n_users: int) -> dict:
-    """Time the notebook's own per-pair loops (user, item, HNSW) and its top-K loop."""
-    mat, tuples, _, _ = nb.build_train_test(train, test)
-    user_vectors, item_vectors = nb.build_user_vectors(mat), nb.build_item_vectors(mat)
-    ann_index = nb.build_ann_index(user_vectors)
-    pairs = tuples[:n_pairs]
-    loops = {
-        "user": lambda u, m, k: nb.predict_rating(user_vectors, mat, u, m, k),
-        "item": lambda u, m, k: nb.predict_rating_byitem(item_vectors, mat, u, m, k),
-        "hnsw": lambda u, m, k: nb.predict_rating_ann(ann_index, user_vectors, mat, u, m, k),
-    }
-    result = {}
-    for name, pred in loops.items():
-        result[name] = nb.timed_evaluate(pred, pairs, k=100)
-        print(f"notebook loop {name:5s}: acc {result[name]['accuracy']:.4f} rmse {result[name]['rmse']:.4f} "
-              f"{result[name]['seconds_per_pair'] * 1e3:.3f} ms/pair on {len(pairs)} pairs")
-    if n_users:
-        start = time.perf_counter()
-        recall, n = nb.recall_at_k(mat, user_vectors, ann_index, tuples, 50, max_users=None if n_users < 0 else n_users)
-        seconds = time.perf_counter() - start
-        result["topk"] = {"users": n, "recall@50": recall, "seconds": seconds, "seconds_per_user": seconds / n}
-        print(f"notebook top-K loop: {seconds / n * 1e3:.1f} ms/user over {n} users (Recall@50 {recall:.4f} on them)")
-    return result
 
 
 def check_targets(out: dict) -> dict:
@@ -204,23 +184,8 @@ def markdown(out: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _top50_all_users(model, train, torch) -> float:
-    """Seconds for every user's top-50 list, train items excluded, in batches of 1,024 users."""
-    seen = train.to_csr()
-    start = time.perf_counter()
-    for first in range(0, train.n_users, 1024):
-        model.recommend(torch.arange(first, min(first + 1024, train.n_users)), 50, exclude=seen)
-    return time.perf_counter() - start
-
-
 def _check(value: float, target: str, met: bool) -> dict:
     return {"value": float(value), "target": target, "met": bool(met)}
-
-
-def _seconds(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

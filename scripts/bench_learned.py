@@ -4,7 +4,9 @@ Each run trains one model on the per-user split (the reference split) and, after
 epoch, scores all test pairs to find when test RMSE first reaches ``--target`` (0.862, the
 RMSE of Surprise's SVD on this split). The evaluation time is taken off the training clock;
 "time to target" counts everything `fit` does up to that epoch (bias initialisation and data
-layout included). Results go to ``OUT/bench_learned.json`` and ``OUT/bench_learned.md``.
+layout included). Results go to ``OUT/bench_learned.json`` and ``OUT/bench_learned.md``. The
+measurement is `benchtools.fit_trace`, shared with the full suite (``scripts/benchmark.py``,
+whose Surprise section takes the target from Surprise's own run).
 
     python scripts/bench_learned.py --data ../shared/data/ml-1m --threads 1
     python scripts/bench_learned.py --runs cf-index cf-dense --repeats 3
@@ -16,15 +18,14 @@ import argparse
 import json
 import logging
 import platform
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+import benchtools as bt
 import cfrec.data
-from cfrec import metrics
-from cfrec.evaluate import evaluate, predict_pairs
+from cfrec.evaluate import evaluate
 from cfrec.models import CollaborativeFiltering, ContentBased
 
 # name: (model class, constructor arguments, training overrides on top of the model's defaults)
@@ -46,31 +47,17 @@ def run_one(name: str, train, test, target: float, device: str, seed: int) -> di
     """Train one configuration with per-epoch test RMSE; return timings and final metrics."""
     cls, model_args, train_args = RUNS[name]
     model = cls(**model_args)
-    true = torch.as_tensor(test.values)
-    clock = {"start": 0.0, "eval": 0.0}
-    epochs: list[dict[str, float]] = []
-
-    def on_epoch(epoch: int, epoch_metrics: dict[str, float], fitted) -> None:
-        begin = time.perf_counter()
-        pred = predict_pairs(fitted, test.users, test.items, device=device)
-        epochs.append({
-            "epoch": epoch, "seconds": epoch_metrics["seconds"], "loss": epoch_metrics["loss"],
-            "train_seconds": begin - clock["start"] - clock["eval"], "test_rmse": metrics.rmse(pred, true),
-        })
-        clock["eval"] += time.perf_counter() - begin
-
-    clock["start"] = time.perf_counter()
-    model.fit(train, {**train_args, "device": device, "seed": seed}, callbacks=[on_epoch])
-    fit_seconds = time.perf_counter() - clock["start"] - clock["eval"]
-    reached = next((e for e in epochs if e["test_rmse"] <= target), None)
+    trace = bt.fit_trace(model, train, test, {**train_args, "seed": seed}, device)
+    epochs = trace["epochs"]
+    reached = bt.seconds_to_rmse(epochs, target)
     final = evaluate(model, train, test, ks=(10, 20, 50), device=device)
     per_epoch = sorted(e["seconds"] for e in epochs)
     return {
         "run": name, "model": cls.__name__, "model_config": model.config(), "train_overrides": train_args,
-        "fit_seconds": fit_seconds, "setup_seconds": epochs[0]["train_seconds"] - epochs[0]["seconds"],
+        "fit_seconds": trace["fit_seconds"], "setup_seconds": epochs[0]["train_seconds"] - epochs[0]["seconds"],
         "median_epoch_seconds": per_epoch[len(per_epoch) // 2], "epochs": epochs,
         "target": target, "epochs_to_target": None if reached is None else reached["epoch"],
-        "seconds_to_target": None if reached is None else reached["train_seconds"],
+        "seconds_to_target": None if reached is None else reached["seconds"],
         **{k: final[k] for k in ("rmse", "mae", "accuracy", "recall@10", "recall@20", "recall@50", "n_test")},
     }
 
@@ -106,7 +93,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])  # first optimizer imports torch._dynamo: once, untimed
+    bt.prime_torch()
 
     ratings = cfrec.data.load(args.data)
     train, test = cfrec.data.per_user_split(ratings)
