@@ -472,7 +472,7 @@ def setup_info(args: argparse.Namespace) -> dict[str, Any]:
         "logical_cpus": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)), "memory_gb": memory_kb / 2**20,
         "threads": args.threads, "torch_threads": args.threads or torch.get_num_threads(), "python": platform.python_version(),
         "torch": torch.__version__, "numpy": np.__version__, "git": _git_revision(), "data": args.data,
-        "split": args.split, "isolated": args.isolate, "repeats": args.repeats, "warmup": args.warmup,
+        "split": args.split, "k": args.k, "isolated": args.isolate, "repeats": args.repeats, "warmup": args.warmup,
         "load_average_start": list(os.getloadavg()),
     }
 
@@ -692,6 +692,19 @@ def scaling_plot(scaling: dict[str, Any], path: Path) -> Path:
     return plots.loglog_panels(curves, path, xlabel="ratings")
 
 
+README_START, README_END = "<!-- benchmark results: start -->", "<!-- benchmark results: end -->"
+
+
+def splice_readme(readme: Path, results: str) -> None:
+    """Replace the text between `README_START` and `README_END` in ``readme`` with ``results``."""
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise SystemExit(f"{readme}: needs the lines {README_START} and {README_END} around its results section")
+    with atomic_path(readme) as tmp:
+        tmp.write_text(text[: start + len(README_START)] + "\n" + results + text[end:], encoding="utf-8")
+
+
 def write_outputs(result: dict[str, Any], out: Path, k: int) -> None:
     """benchmark.json, benchmark.md, results.md and a scaling PNG per device into ``out``."""
     write_json(out / "benchmark.json", result)
@@ -730,6 +743,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-isolate", dest="isolate", action="store_false",
                         help="run every job in this process (faster start, no memory figures)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "benchmark", help="output folder")
+    parser.add_argument("--readme", type=Path, help="also write the results section into this file, between "
+                        f"the lines {README_START} and {README_END}")
+    parser.add_argument("--from-json", type=Path, help="measure nothing: render the reports of a saved benchmark.json "
+                        "(into --out, and --readme if given)")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
@@ -744,12 +761,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.worker:
         worker(args.worker)
         return {}
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    result = run_suite(args)
-    write_outputs(result, args.out, args.k)
-    print(report(result, args.k, detailed=False))
-    print(f"wrote {args.out / 'benchmark.json'}, benchmark.md, results.md")
+    if args.from_json:
+        result = json.loads(args.from_json.read_text())
+    else:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        result = run_suite(args)
+    k = result["setup"].get("k", args.k)
+    write_outputs(result, args.out, k)
+    results = report(result, k, detailed=False)
+    if args.readme:
+        splice_readme(args.readme, results)
+    print(results)
+    print(f"wrote {args.out / 'benchmark.json'}, benchmark.md, results.md" + (f", {args.readme}" if args.readme else ""))
     return result
 
 

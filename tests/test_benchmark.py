@@ -113,6 +113,27 @@ def test_targets(suite: tuple[dict[str, Any], Path]) -> None:
     assert all(isinstance(t["met"], bool) and t["measured"] for t in targets)
 
 
+def test_render_saved_json_into_readme(suite: tuple[dict[str, Any], Path], tmp_path: Path) -> None:
+    """--from-json re-renders a saved run, and --readme splices its results between the markers."""
+    result, out = suite
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n{benchmark.README_START}\nold numbers\n{benchmark.README_END}\nafter\n")
+    rendered = tmp_path / "rendered"
+    benchmark.main(["--from-json", str(out / "benchmark.json"), "--out", str(rendered), "--readme", str(readme)])
+    results = (out / "results.md").read_text()
+    assert (rendered / "results.md").read_text() == results
+    assert readme.read_text() == f"# x\n\nbefore\n{benchmark.README_START}\n{results}{benchmark.README_END}\nafter\n"
+    assert json.loads((rendered / "benchmark.json").read_text()) == result
+
+
+def test_readme_without_markers_is_refused(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers\n")
+    with pytest.raises(SystemExit, match="README.md: needs the lines <!-- benchmark results: start -->"):
+        benchmark.splice_readme(readme, "## Results\n")
+    assert readme.read_text() == "# no markers\n"
+
+
 def test_helpers() -> None:
     assert benchmark.synthetic_shape(1_000_000) == (6040, 3706)
     assert benchmark.synthetic_shape(4_000_000) == (12080, 7412)
