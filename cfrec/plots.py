@@ -56,14 +56,18 @@ def true_vs_predicted(true: np.ndarray, pred: np.ndarray, path: str | Path, titl
 
 
 def metric_bars(names: Sequence[str], values: Mapping[str, Sequence[float]], path: str | Path) -> Path:
-    """One bar chart per metric (e.g. accuracy, RMSE), models on the x axis."""
-    fig = Figure(figsize=(4.5 * len(values), 3.6))
-    axes = np.atleast_1d(fig.subplots(1, len(values)))
+    """One horizontal bar chart per metric (e.g. accuracy, RMSE), a row per model; a NaN value
+    (a metric that does not apply to that model) shows as "n/a" instead of a bar."""
+    fig = Figure(figsize=(4.2 * len(values), 1.2 + 0.32 * len(names)))
+    axes = np.atleast_1d(fig.subplots(1, len(values), sharey=True))
+    rows = np.arange(len(names))
     for ax, (metric, numbers) in zip(axes, values.items()):
-        bars = ax.bar(names, numbers, color="tab:blue")
-        ax.bar_label(bars, fmt="%.3f", fontsize=8)
-        ax.set(title=metric, ylabel=metric)
-        ax.tick_params(axis="x", rotation=35, labelsize=8)
+        numbers = np.asarray(numbers, dtype=float)
+        bars = ax.barh(rows, np.nan_to_num(numbers), color="tab:blue")
+        ax.bar_label(bars, labels=["n/a" if np.isnan(v) else f"{v:.3f}" for v in numbers], fontsize=8, padding=2)
+        ax.set(title=metric, yticks=rows, yticklabels=list(names))
+        ax.set_xlim(0, 1.18 * max(np.nanmax(numbers) if np.isfinite(numbers).any() else 1.0, 1e-9))
+        ax.invert_yaxis()  # first model on top, as in the table
     return _save(fig, path)
 
 

@@ -551,14 +551,18 @@ def models_table(models: dict[str, Any], k: int) -> str:
             rows.append({"model": name, "RMSE": r.get("error", "")})
             continue
         q = r["quality"]
+        scores_only = r["config"].get("w0") is not None  # the weighted mask ranks; its scores are not ratings
+        rating = (lambda key: "n/a") if scores_only else (lambda key: _fmt(q[key], 4))
         rows.append({
-            "model": name, "RMSE": _fmt(q["rmse"], 4), "MAE": _fmt(q["mae"], 4), "accuracy": _fmt(q["accuracy"], 4),
+            "model": name, "RMSE": rating("rmse"), "MAE": rating("mae"), "accuracy": rating("accuracy"),
             "Recall@10": _fmt(q["recall@10"], 4), f"Recall@{k}": _fmt(q[f"recall@{k}"], 4), "NDCG@10": _fmt(q["ndcg@10"], 4),
             "fit s": _timing(r["fit"]), "predict µs/pair": _fmt(r["us_per_pair"], 3),
             f"Recall@{k} all users s": _timing(r["rank"]), "peak RSS MiB": _fmt(r["peak_rss_mb"], 0),
             "model MiB": _fmt(r["model_rss_mb"], 0), **({"peak GPU MiB": _fmt(r["peak_gpu_mb"], 0)} if "peak_gpu_mb" in r else {}),
         })
-    return _table(rows)
+    scores_only = [row["model"] for row in rows if row.get("RMSE") == "n/a"]
+    note = f"\nn/a: {', '.join(scores_only)} ranks by scores that are not ratings.\n" if scores_only else ""
+    return _table(rows) + note
 
 
 def notebook_tables(notebook: dict[str, Any], k: int) -> str:

@@ -9,12 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from cfrec.apps.pipeline import prepare
+from cfrec.apps.pipeline import load_split, prepare
 from cfrec.errors import ConfigError
+from cfrec.evaluate import evaluate
+from cfrec.models import BiasBaseline
 from cfrec.models.registry import MODELS
 
 CONF = Path(__file__).resolve().parents[1] / "cfrec" / "conf"
@@ -27,9 +30,9 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
-def composed(*overrides: str):
+def composed(*overrides: str, resolve: bool = False):
     with initialize_config_module("cfrec.conf", version_base="1.3"):
-        return OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=False)
+        return OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=resolve)
 
 
 @pytest.mark.parametrize("group", ["data", "split", "model", "train", "eval", "index"])
@@ -68,6 +71,45 @@ def test_train_writes_a_complete_run_folder(tmp_path):
         assert key in metrics
     assert metrics["model"] == "bias" and metrics["data"].startswith("synthetic")
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+
+
+def test_compare_writes_the_table_metrics_and_plots(tmp_path):
+    run_dir = tmp_path / "compare"
+    models = ["user_knn_reference", "hnsw_knn_reference", "bias", "cf", "cf_weighted"]
+    data = ["data=synthetic", "data.n_users=200", "data.n_items=150", "data.n_ratings=5000", "run.progress=false"]
+    done = cli("cfrec.apps.compare", *data, f"compare.only=[{','.join(models)}]", "compare.head=100",
+               f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    table = pd.read_csv(run_dir / "comparison.csv")
+    assert table["model"].tolist() == models
+    assert {"accuracy@first100", "rmse@first100", "accuracy", "rmse", "mae", "recall@50", "fit_seconds",
+            "eval_seconds"} <= set(table.columns)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    split = load_split(composed(*data, resolve=True))  # the same split, rebuilt here: the bias row checks out
+    bias = BiasBaseline().fit(split.train)
+    for key, value in evaluate(bias, split.train, split.test, ks=(10, 20, 50)).items():
+        if not key.endswith("seconds"):
+            assert metrics["bias"][key] == pytest.approx(value, rel=1e-5), key
+    first = evaluate(bias, split.train, split.test, limit=100, ranking=False)
+    assert metrics["bias"]["rmse@first100"] == pytest.approx(first["rmse"], rel=1e-5)
+    for name in ["comparison.md", "rating_distribution.png", "prediction_errors.png", "metrics.png",
+                 *(f"true_vs_predicted_{m}.png" for m in models if m != "cf_weighted")]:
+        assert (run_dir / name).stat().st_size > 0, name
+    assert metrics["cf_weighted"]["predicts_ratings"] is False and metrics["cf"]["predicts_ratings"] is True
+    assert not (run_dir / "true_vs_predicted_cf_weighted.png").exists()  # ranking scores have no rating error
+    assert "cf_weighted: ranking scores, not ratings" in (run_dir / "comparison.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [(["compare.only=[cf,svdpp]"], "compare.only: no entries named ['svdpp']"),
+     (["compare.only=[bias,user_knn]", "+compare.models.user_knn.dim=500"], "compare.models.user_knn.dim: asks for 500")],
+)
+def test_compare_config_errors_name_the_key_before_any_fit(tmp_path, overrides, named):
+    done = cli("cfrec.apps.compare", *TINY, *overrides, f"hydra.run.dir={tmp_path / 'c'}", cwd=tmp_path)
+    assert done.returncode != 0 and named in done.stderr
+    assert "bias: rmse" not in done.stderr  # nothing was fitted
+    assert not (tmp_path / "c" / "comparison.csv").exists()
 
 
 def test_unknown_model_fails_before_any_work(tmp_path):

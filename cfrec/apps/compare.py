@@ -65,6 +65,11 @@ def compare(cfg: Mapping[str, Any], run_dir: str | Path) -> pd.DataFrame:
     specs = {label: model_entry(label, entry) for label, entry in entries.items()}
     models = {label: make_model(options, device) for label, (options, _) in specs.items()}  # all valid before work
     train, test = load_split(cfg)
+    for label, model in models.items():  # settings that do not fit this data fail before any fit
+        try:
+            model.validate(train)
+        except ConfigError as err:
+            raise ConfigError(f"compare.models.{label}.{err.key}", str(err).removeprefix(f"{err.key}: ")) from None
     rows, errors = [], {}
     for label, model in models.items():
         fit_seconds = fit_model(model, train, specs[label][1], device=device,
@@ -76,9 +81,11 @@ def compare(cfg: Mapping[str, Any], run_dir: str | Path) -> pd.DataFrame:
         if head:
             first = evaluate(model, train, test, limit=head, ranking=False, device=device)
             metrics.update({f"accuracy@first{head}": first["accuracy"], f"rmse@first{head}": first["rmse"]})
-        pred = predict_pairs(model, test.users, test.items, device=device).numpy()
-        errors[label] = pred - test.values
-        plots.true_vs_predicted(test.values, pred, run_dir / f"true_vs_predicted_{label}.png", label)
+        metrics["predicts_ratings"] = bool(getattr(model, "predicts_ratings", True))
+        if metrics["predicts_ratings"]:  # ranking scores (the weighted mask) have no rating error to plot
+            pred = predict_pairs(model, test.users, test.items, device=device).numpy()
+            errors[label] = pred - test.values
+            plots.true_vs_predicted(test.values, pred, run_dir / f"true_vs_predicted_{label}.png", label)
         if settings.get("save_models"):
             save_model(model, train, run_dir / "models" / label)
         log.info("%s: rmse %.4f, accuracy %.4f, recall@50 %.4f, fit %.2f s",
@@ -96,12 +103,18 @@ def write_report(table: pd.DataFrame, rows: list[dict], errors: dict[str, np.nda
     """comparison.md / .csv, metrics.json (every metric of every model) and the PNGs."""
     with atomic_path(run_dir / "comparison.csv") as tmp:
         table.to_csv(tmp, index=False)
+    scores_only = [row["model"] for row in rows if not row["predicts_ratings"]]
+    note = (f"\n{', '.join(scores_only)}: ranking scores, not ratings; accuracy, RMSE and MAE do not apply "
+            f"(shown for completeness, left out of the plots).\n" if scores_only else "")
     with atomic_path(run_dir / "comparison.md") as tmp:
-        tmp.write_text(to_markdown(table))
+        tmp.write_text(to_markdown(table) + note)
     write_json(run_dir / "metrics.json", {row["model"]: row for row in rows})
     plots.rating_distribution(train_values, test_values, run_dir / "rating_distribution.png")
-    plots.error_histograms(errors, run_dir / "prediction_errors.png")
-    bars = {"accuracy": table["accuracy"].tolist(), "RMSE": table["rmse"].tolist(), "Recall@50": table["recall@50"].tolist()}
+    if errors:
+        plots.error_histograms(errors, run_dir / "prediction_errors.png")
+    rated = np.array([row["predicts_ratings"] for row in rows])
+    bars = {"accuracy": np.where(rated, table["accuracy"], np.nan), "RMSE": np.where(rated, table["rmse"], np.nan),
+            "Recall@50": table["recall@50"].to_numpy()}
     plots.metric_bars(table["model"].tolist(), bars, run_dir / "metrics.png")
     log.info("comparison:\n%s", to_markdown(table))
 

@@ -119,10 +119,14 @@ class _NeighborhoodKNN(Recommender):
 
     # -- protocol -----------------------------------------------------------------------------
     def validate(self, train: Ratings) -> None:
-        available = int(((train.user_counts() if self.entity == "user" else train.item_counts()) > 0).sum())
+        users, items = int((train.user_counts() > 0).sum()), int((train.item_counts() > 0).sum())
+        available = users if self.entity == "user" else items
         if self.k >= available:
             raise ConfigError("k", f"asks for {self.k} neighbours, but only {available} {self.entity}s have "
                                    "training ratings (k must be smaller)")
+        if self.embeddings is None and self.dim > min(users, items):
+            raise ConfigError("dim", f"asks for {self.dim} SVD components of a {users} x {items} rating matrix "
+                                     f"(at most {min(users, items)})")
 
     def fit(self, train: Ratings) -> "_NeighborhoodKNN":
         self.validate(train)
