@@ -36,7 +36,7 @@ RUNS: dict[str, tuple[type, dict[str, Any], dict[str, Any]]] = {
     "cf-fast-dense": (CollaborativeFiltering, {"rank": 64}, {"layout": "dense", "epochs": 8, "lr": 0.03}),
     "cf-fullbatch-dense": (CollaborativeFiltering, {}, {"layout": "dense", "batch_size": None, "epochs": 5}),
     "cf-fullbatch-index": (CollaborativeFiltering, {}, {"layout": "index", "batch_size": None, "epochs": 5}),
-    "cf-weighted": (CollaborativeFiltering, {"l2": 40.0, "w0": 0.3}, {}),
+    "cf-weighted": (CollaborativeFiltering, {"l2": 40.0, "l2_bias": 1.0, "l2_exponent": 0.0, "w0": 0.3}, {}),
     "content": (ContentBased, {}, {}),
     "content-pure": (ContentBased, {"bias": False, "l2": 1.0}, {"epochs": 30, "lr": 0.1}),
 }
