@@ -112,6 +112,18 @@ def test_early_stopping_restores_the_best_epoch(small_split: Split) -> None:
     assert validate(model, split, torch.device("cpu"))["val_rmse"] == pytest.approx(val[best], rel=1e-6)
 
 
+def test_default_validation_slice_is_skipped_for_ranking_scores(small_split: Split) -> None:
+    """Rating models validate on a 2 % slice by default; the weighted mask (scores, not ratings)
+    trains on all of train, exactly as with ``val_fraction=0``."""
+    assert TrainConfig().val_fraction == 0.02
+    rating_model = CollaborativeFiltering(rank=4).fit(small_split.train, {**FAST, "epochs": 2})
+    assert all("val_rmse" in row for row in rating_model.history)
+    fits = [CollaborativeFiltering(rank=4, w0=0.3).fit(small_split.train, {**FAST, "epochs": 2, "val_fraction": f})
+            for f in (0.02, 0.0)]
+    assert not any(key.startswith("val_") for row in fits[0].history for key in row)
+    assert_same(params(fits[0]), params(fits[1]))
+
+
 def test_callbacks_get_every_epoch_and_can_stop(small_split: Split) -> None:
     seen: list[tuple[int, dict]] = []
 

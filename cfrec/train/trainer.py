@@ -140,8 +140,9 @@ class Trainer:
         # the optimizer sees J per rating; × world size as DDP averages the ranks' gradients, where J adds them
         scale = n_batches / layout.n_ratings * group.world_size
         log.info(
-            "training %s: %s layout, %d ratings, %d batch(es) per epoch, %s on %s",
-            type(model).__name__, layout.name, layout.n_ratings, n_batches, cfg.optimizer, device,
+            "training %s: %s layout, %d ratings%s, %d batch(es) per epoch, %s on %s",
+            type(model).__name__, layout.name, layout.n_ratings,
+            f" (+{len(val)} held out to validate each epoch)" if val is not None else "", n_batches, cfg.optimizer, device,
         )
         if group.shard is not None:
             log.info("rank %d of %d holds %d of the %d ratings", group.rank, group.world_size, layout.n_held, layout.n_ratings)
