@@ -74,6 +74,44 @@ def test_loaded_model_recommends_and_searches_by_raw_ids(cf_run):
     assert 1.0 <= new.predict(int(model.item_map.ids[2])) <= 5.0
 
 
+def test_recommend_command_answers_like_the_python_api(cf_run, capsys):
+    """cfrec-recommend prints what cfrec.load answers, for each kind of question."""
+    from cfrec.apps.recommend import main as recommend
+
+    run_dir, _ = cf_run
+    model = cfrec.load(run_dir)
+    user, movie, other = int(model.user_map.ids[3]), int(model.item_map.ids[0]), int(model.item_map.ids[1])
+
+    def printed(*args: str) -> str:
+        assert recommend([str(run_dir), *args]) == 0
+        return capsys.readouterr().out
+
+    def lines(frame) -> list[list[str]]:
+        return [row.split() for row in frame.to_string(index=False, float_format=lambda v: f"{v:.4f}").splitlines()]
+
+    assert printed("--user", str(user), "--movie", str(movie)) == f"{model.predict(user, movie):.4f}\n"
+    assert [r.split() for r in printed("--user", str(user), "-k", "5").splitlines()] == lines(model.recommend(user, 5))
+    assert [r.split() for r in printed("--similar-to", str(movie), "-k", "3").splitlines()] == lines(
+        model.similar_movies(movie, 3))
+    assert [r.split() for r in printed("--similar-users", str(user), "-k", "3").splitlines()] == lines(
+        model.similar_users(user, 3))
+    folded = model.fold_in({movie: 5.0, other: 1.0}).recommend(4)
+    assert [r.split() for r in printed("--rate", f"{movie}=5", f"{other}=1", "-k", "4").splitlines()] == lines(folded)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--user", "987654"], "unknown user id 987654"),
+     (["--rate", "5=five"], "--rate takes MOVIE=RATING pairs such as 2571=5, got '5=five'"),
+     (["--similar-to", "x"], "'x' is not an id of this model (its ids are integers)")],
+)
+def test_recommend_command_errors_are_one_line(cf_run, args, message):
+    run_dir, _ = cf_run
+    done = subprocess.run([sys.executable, "-m", "cfrec.apps.recommend", str(run_dir), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.strip() == f"cfrec-recommend: {message}" and not done.stdout
+
+
 def test_unknown_ids_raise_or_fall_back_to_biases(cf_run):
     run_dir, _ = cf_run
     strict = cfrec.load(run_dir)
