@@ -93,13 +93,15 @@ class TrainedModel:
         return NewUser(self, fold_in(torch.as_tensor(items), torch.as_tensor(values)))
 
     # -- lists ----------------------------------------------------------------------------
-    def recommend(self, user_id: object, k: int = 10, exclude_seen: bool = True) -> pd.DataFrame:
-        """Top-``k`` movies for a known user: movie_id, title, genres, score."""
+    def recommend(self, user_id: object, k: int = 10, exclude_seen: bool = True, min_ratings: int = 0) -> pd.DataFrame:
+        """Top-``k`` movies for a known user: movie_id, title, genres, score. ``min_ratings`` leaves
+        out movies with fewer training ratings (a rating model's top scores favour rarely rated
+        movies with a few high ratings; the weighted-mask model does not need it)."""
         user = torch.tensor([self.user_map.code(user_id)])
         scores = self.model.score(user).float()  # (1, n_items)
         if exclude_seen:
             mask_seen(scores, user, self.checkpoint.seen)
-        return self._items_frame(scores[0], k)
+        return self._items_frame(self._drop_rare(scores, min_ratings)[0], k)
 
     def similar_movies(self, movie_id: object, k: int = 10) -> pd.DataFrame:
         """The ``k`` movies whose vectors are closest to ``movie_id``'s (HNSW, cosine)."""
@@ -140,6 +142,17 @@ class TrainedModel:
             raise CfrecError(f"{self.checkpoint.meta['model']} has no {side} vectors to search")
         return vectors
 
+    @property
+    def movie_counts(self) -> np.ndarray:
+        """Training ratings of each movie, by code (n_items,)."""
+        return np.bincount(self.checkpoint.seen.indices, minlength=len(self.item_map))
+
+    def _drop_rare(self, scores: torch.Tensor, min_ratings: int) -> torch.Tensor:
+        """``scores`` (rows, n_items) with movies rated fewer than ``min_ratings`` times at −inf."""
+        if min_ratings > 0:
+            scores[:, torch.as_tensor(self.movie_counts < min_ratings)] = -torch.inf
+        return scores
+
     def _items_frame(self, scores: torch.Tensor, k: int) -> pd.DataFrame:
         top = torch.topk(scores, min(k, len(scores)))
         keep = torch.isfinite(top.values)
@@ -173,12 +186,13 @@ class NewUser:
         items = torch.as_tensor(self.trained.item_map.codes(list(movie_ids)))
         return self.folded.predict(torch.zeros_like(items), items).detach().cpu().numpy()
 
-    def recommend(self, k: int = 10, exclude_seen: bool = True) -> pd.DataFrame:
-        """Top-``k`` movies (movie_id, title, genres, score), the ones rated at fold-in excluded."""
-        codes, scores = self.folded.recommend(k, exclude_seen=exclude_seen)
-        frame = self.trained._describe(codes[0].cpu().numpy())
-        frame["score"] = scores[0].cpu().numpy()
-        return frame[np.isfinite(frame["score"])].reset_index(drop=True)
+    def recommend(self, k: int = 10, exclude_seen: bool = True, min_ratings: int = 0) -> pd.DataFrame:
+        """Top-``k`` movies (movie_id, title, genres, score), the ones rated at fold-in excluded;
+        ``min_ratings`` as in `TrainedModel.recommend`."""
+        scores = self.folded.score(torch.zeros(1, dtype=torch.long)).float()  # (1, n_items)
+        if exclude_seen:
+            mask_seen(scores, torch.zeros(1, dtype=torch.long), self.folded.seen)
+        return self.trained._items_frame(self.trained._drop_rare(scores, min_ratings)[0], k)
 
 
 def load(run_dir: str | Path, *, unknown: Unknown = "error", device: str = "cpu") -> TrainedModel:

@@ -99,6 +99,28 @@ def test_recommend_command_answers_like_the_python_api(cf_run, capsys):
     assert [r.split() for r in printed("--rate", f"{movie}=5", f"{other}=1", "-k", "4").splitlines()] == lines(folded)
 
 
+def test_min_ratings_lists_the_best_of_the_well_known_movies(cf_run, capsys):
+    from cfrec.apps.recommend import main as recommend
+
+    run_dir, _ = cf_run
+    model = cfrec.load(run_dir)
+    user = int(model.user_map.ids[5])
+    counts = model.movie_counts
+    floor = int(np.median(counts[counts > 0]))
+    code = model.user_map.code(user)
+    scores = model.model.score(torch.tensor([code]))[0].detach().numpy()
+    allowed = (counts >= floor) & ~np.isin(np.arange(len(counts)), model.checkpoint.seen[code].indices)
+    expected = model.item_map.to_ids(np.flatnonzero(allowed)[np.argsort(-scores[allowed], kind="stable")[:6]])
+    top = model.recommend(user, k=6, min_ratings=floor)
+    assert list(top.movie_id) == list(expected)  # brute force over the allowed movies
+    assert (counts[model.item_map.codes(list(top.movie_id))] >= floor).all()
+    assert recommend([str(run_dir), "--user", str(user), "-k", "6", "--min-ratings", str(floor)]) == 0
+    assert [int(line.split()[0]) for line in capsys.readouterr().out.splitlines()[1:]] == list(expected)
+    movie = int(model.item_map.ids[0])
+    folded = model.fold_in({movie: 5.0}).recommend(k=20, min_ratings=floor)
+    assert (counts[model.item_map.codes(list(folded.movie_id))] >= floor).all() and movie not in set(folded.movie_id)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [(["--user", "987654"], "unknown user id 987654"),

@@ -1,6 +1,7 @@
 """``cfrec-recommend``: ask a trained run folder for recommendations, by raw MovieLens ids.
 
     cfrec-recommend RUN_DIR --user 1                     # top-10 unseen movies for user 1
+    cfrec-recommend RUN_DIR --user 1 --min-ratings 50    # ... among movies with 50+ training ratings
     cfrec-recommend RUN_DIR --user 1 --movie 1193        # one predicted rating
     cfrec-recommend RUN_DIR --similar-to 2571 -k 5       # movies whose vectors are closest
     cfrec-recommend RUN_DIR --similar-users 1            # users whose vectors are closest
@@ -50,7 +51,8 @@ def parse_ratings(model: TrainedModel, pairs: Sequence[str]) -> dict[object, flo
 def answer(model: TrainedModel, args: argparse.Namespace) -> str:
     """The text the command prints for ``args``."""
     if args.rate:
-        frame = model.fold_in(parse_ratings(model, args.rate)).recommend(args.k, exclude_seen=not args.include_seen)
+        frame = model.fold_in(parse_ratings(model, args.rate)).recommend(
+            args.k, exclude_seen=not args.include_seen, min_ratings=args.min_ratings)
     elif args.similar_to is not None:
         frame = model.similar_movies(raw_id(model.item_map, args.similar_to), args.k)
     elif args.similar_users is not None:
@@ -59,7 +61,8 @@ def answer(model: TrainedModel, args: argparse.Namespace) -> str:
         user, movie = raw_id(model.user_map, args.user), raw_id(model.item_map, args.movie)
         return f"{model.predict(user, movie):.4f}"
     else:
-        frame = model.recommend(raw_id(model.user_map, args.user), args.k, exclude_seen=not args.include_seen)
+        frame = model.recommend(raw_id(model.user_map, args.user), args.k, exclude_seen=not args.include_seen,
+                                min_ratings=args.min_ratings)
     return table(frame)
 
 
@@ -82,6 +85,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--movie", help="with --user: predict this raw movie id's rating")
     parser.add_argument("-k", type=int, default=10, help="list length (default 10)")
     parser.add_argument("--include-seen", action="store_true", help="keep movies the user has rated in the list")
+    parser.add_argument("--min-ratings", type=int, default=0, metavar="N",
+                        help="list only movies with at least N training ratings (useful with rating models)")
     parser.add_argument("--fallback", action="store_true",
                         help="unknown ids get the bias baseline of what is known instead of an error")
     args = parser.parse_args(argv)
