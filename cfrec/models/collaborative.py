@@ -37,7 +37,7 @@ class CollaborativeFiltering(FactorModel):
     name = "cf"
 
     def __init__(
-        self, rank: int = 128, l2: float = 1.0, bias: bool = True, l2_bias: float = 0.1,
+        self, rank: int = 64, l2: float = 1.0, bias: bool = True, l2_bias: float = 0.1,
         init_scale: float = 0.1, w0: float | None = None, clip: bool = True, l2_exponent: float = 0.5,
     ):
         if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
