@@ -32,15 +32,16 @@ from cfrec.models import CollaborativeFiltering, ContentBased
 RUNS: dict[str, tuple[type, dict[str, Any], dict[str, Any]]] = {
     "cf-index": (CollaborativeFiltering, {}, {"layout": "index"}),
     "cf-dense": (CollaborativeFiltering, {}, {"layout": "dense"}),
-    "cf-fast-index": (CollaborativeFiltering, {"rank": 64}, {"layout": "index", "epochs": 4, "lr": 0.03}),
-    "cf-fast-dense": (CollaborativeFiltering, {"rank": 64}, {"layout": "dense", "epochs": 8, "lr": 0.03}),
+    "cf-rank128-index": (CollaborativeFiltering, {"rank": 128}, {"layout": "index"}),
+    "cf-fast-index": (CollaborativeFiltering, {}, {"layout": "index", "epochs": 4, "lr": 0.03}),
+    "cf-fast-dense": (CollaborativeFiltering, {}, {"layout": "dense", "epochs": 8, "lr": 0.03}),
     "cf-fullbatch-dense": (CollaborativeFiltering, {}, {"layout": "dense", "batch_size": None, "epochs": 5}),
     "cf-fullbatch-index": (CollaborativeFiltering, {}, {"layout": "index", "batch_size": None, "epochs": 5}),
-    "cf-weighted": (CollaborativeFiltering, {"l2": 40.0, "l2_bias": 1.0, "l2_exponent": 0.0, "w0": 0.3}, {}),
+    "cf-weighted": (CollaborativeFiltering, {"rank": 128, "l2": 40.0, "l2_bias": 1.0, "l2_exponent": 0.0, "w0": 0.3}, {}),
     "content": (ContentBased, {}, {}),
     "content-pure": (ContentBased, {"bias": False, "l2": 1.0}, {"epochs": 30, "lr": 0.1}),
 }
-DEFAULT_RUNS = ["cf-index", "cf-dense", "cf-fast-index", "cf-fast-dense", "cf-weighted", "content", "content-pure"]
+DEFAULT_RUNS = ["cf-index", "cf-dense", "cf-rank128-index", "cf-fast-index", "cf-weighted", "content", "content-pure"]
 
 
 def run_one(name: str, train, test, target: float, device: str, seed: int) -> dict[str, Any]:
