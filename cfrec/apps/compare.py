@@ -81,7 +81,7 @@ def compare(cfg: Mapping[str, Any], run_dir: str | Path) -> pd.DataFrame:
         if head:
             first = evaluate(model, train, test, limit=head, ranking=False, device=device)
             metrics.update({f"accuracy@first{head}": first["accuracy"], f"rmse@first{head}": first["rmse"]})
-        metrics["predicts_ratings"] = bool(getattr(model, "predicts_ratings", True))
+        metrics["predicts_ratings"] = model.predicts_ratings
         if metrics["predicts_ratings"]:  # ranking scores (the weighted mask) have no rating error to plot
             pred = predict_pairs(model, test.users, test.items, device=device).numpy()
             errors[label] = pred - test.values

@@ -37,6 +37,7 @@ class Recommender:
     n_users: int = 0
     n_items: int = 0
     rating_range: tuple[float, float] | None = None  # predictions are clipped into it when set
+    predicts_ratings: bool = True  # False where scores rank items but are not ratings (RMSE does not apply)
 
     # -- to implement -------------------------------------------------------------------
     def fit(self, train: Ratings) -> "Recommender":

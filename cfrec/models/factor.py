@@ -57,7 +57,7 @@ class FactorModel(Recommender, nn.Module):
         self.history: list[dict[str, float]] = []  # per-epoch metrics of the last fit
 
     @property
-    def predicts_ratings(self) -> bool:
+    def predicts_ratings(self) -> bool:  # type: ignore[override]
         """False for the weighted mask, whose scores rank items but are not ratings."""
         return self.w0 is None
 

@@ -46,6 +46,10 @@ class Trainable(Protocol):
 
     def predict(self, users: Tensor, items: Tensor) -> Tensor: ...
 
+    @property
+    def predicts_ratings(self) -> bool:
+        """False where scores are not ratings: such a model has no RMSE to validate."""
+
     def parameters(self): ...
 
     def state_dict(self) -> dict[str, Tensor]: ...
@@ -124,8 +128,7 @@ class Trainer:
 
     def _fit(self, model: Trainable, train: Ratings, device: torch.device, group: Group) -> Trainable:
         cfg = self.config
-        # a model whose scores are not ratings (the weighted mask) has no RMSE to validate
-        fit_part, val = self._carve_validation(train) if getattr(model, "predicts_ratings", True) else (train, None)
+        fit_part, val = self._carve_validation(train) if model.predicts_ratings else (train, None)
         layout = choose_layout(cfg.layout, fit_part, device, cfg.dense_max_cells, cfg.batch_size, group.shard)
         model.prepare(fit_part, torch.Generator().manual_seed(cfg.seed), device)
         self.model = model
