@@ -15,11 +15,13 @@ then a pair with an unknown user or movie gets the bias baseline of what is know
 from __future__ import annotations
 
 import logging
+from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Literal, Mapping
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 
 from cfrec.checkpoint import Checkpoint, load_model
@@ -97,11 +99,9 @@ class TrainedModel:
         """Top-``k`` movies for a known user: movie_id, title, genres, score. ``min_ratings`` leaves
         out movies with fewer training ratings (a rating model's top scores favour rarely rated
         movies with a few high ratings; the weighted-mask model does not need it)."""
-        user = torch.tensor([self.user_map.code(user_id)])
-        scores = self.model.score(user).float()  # (1, n_items)
-        if exclude_seen:
-            mask_seen(scores, user, self.checkpoint.seen)
-        return self._items_frame(self._drop_rare(scores, min_ratings)[0], k)
+        code = self.user_map.code(user_id)
+        scores = self.model.score(torch.tensor([code])).float()  # (1, n_items)
+        return self._top_movies(scores, self.checkpoint.seen[[code]], k, exclude_seen, min_ratings)
 
     def similar_movies(self, movie_id: object, k: int = 10) -> pd.DataFrame:
         """The ``k`` movies whose vectors are closest to ``movie_id``'s (HNSW, cosine)."""
@@ -142,16 +142,21 @@ class TrainedModel:
             raise CfrecError(f"{self.checkpoint.meta['model']} has no {side} vectors to search")
         return vectors
 
-    @property
+    @cached_property
     def movie_counts(self) -> np.ndarray:
         """Training ratings of each movie, by code (n_items,)."""
         return np.bincount(self.checkpoint.seen.indices, minlength=len(self.item_map))
 
-    def _drop_rare(self, scores: torch.Tensor, min_ratings: int) -> torch.Tensor:
-        """``scores`` (rows, n_items) with movies rated fewer than ``min_ratings`` times at −inf."""
+    def _top_movies(
+        self, scores: torch.Tensor, seen: sp.csr_matrix, k: int, exclude_seen: bool, min_ratings: int,
+    ) -> pd.DataFrame:
+        """The top-``k`` frame of one user's ``scores`` (1, n_items), without the movies in ``seen``
+        (their (1, n_items) ratings) if ``exclude_seen``, nor those rated fewer than ``min_ratings`` times."""
+        if exclude_seen:
+            mask_seen(scores, torch.zeros(1, dtype=torch.long), seen)
         if min_ratings > 0:
             scores[:, torch.as_tensor(self.movie_counts < min_ratings)] = -torch.inf
-        return scores
+        return self._items_frame(scores[0], k)
 
     def _items_frame(self, scores: torch.Tensor, k: int) -> pd.DataFrame:
         top = torch.topk(scores, min(k, len(scores)))
@@ -189,10 +194,8 @@ class NewUser:
     def recommend(self, k: int = 10, exclude_seen: bool = True, min_ratings: int = 0) -> pd.DataFrame:
         """Top-``k`` movies (movie_id, title, genres, score), the ones rated at fold-in excluded;
         ``min_ratings`` as in `TrainedModel.recommend`."""
-        scores = self.folded.score(torch.zeros(1, dtype=torch.long)).float()  # (1, n_items)
-        if exclude_seen:
-            mask_seen(scores, torch.zeros(1, dtype=torch.long), self.folded.seen)
-        return self.trained._items_frame(self.trained._drop_rare(scores, min_ratings)[0], k)
+        scores = self.folded.score().float()  # (1, n_items)
+        return self.trained._top_movies(scores, self.folded.seen, k, exclude_seen, min_ratings)
 
 
 def load(run_dir: str | Path, *, unknown: Unknown = "error", device: str = "cpu") -> TrainedModel:

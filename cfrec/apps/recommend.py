@@ -38,13 +38,11 @@ def parse_ratings(model: TrainedModel, pairs: Sequence[str]) -> dict[object, flo
     """``MOVIE=RATING`` words as {raw movie id: rating}."""
     ratings = {}
     for pair in pairs:
-        movie, sep, value = pair.partition("=")
+        movie, _, value = pair.partition("=")  # no "=": value is "", not a number
         try:
             ratings[raw_id(model.item_map, movie)] = float(value)
         except ValueError:
-            sep = ""
-        if not sep:
-            raise CfrecError(f"--rate takes MOVIE=RATING pairs such as 2571=5, got {pair!r}")
+            raise CfrecError(f"--rate takes MOVIE=RATING pairs such as 2571=5, got {pair!r}") from None
     return ratings
 
 
