@@ -545,14 +545,15 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 def models_table(models: dict[str, Any], k: int) -> str:
     """Quality and speed of each model (medians, min–max of the repeats in brackets)."""
-    rows = []
+    rows, scores_only = [], []
     for name, r in models.items():
         if not _ok(r):
             rows.append({"model": name, "RMSE": r.get("error", "")})
             continue
         q = r["quality"]
-        scores_only = r["config"].get("w0") is not None  # the weighted mask ranks; its scores are not ratings
-        rating = (lambda key: "n/a") if scores_only else (lambda key: _fmt(q[key], 4))
+        if r["config"].get("w0") is not None:  # the weighted mask ranks; its scores are not ratings
+            scores_only.append(name)
+        rating = (lambda key: "n/a") if name in scores_only else (lambda key: _fmt(q[key], 4))
         rows.append({
             "model": name, "RMSE": rating("rmse"), "MAE": rating("mae"), "accuracy": rating("accuracy"),
             "Recall@10": _fmt(q["recall@10"], 4), f"Recall@{k}": _fmt(q[f"recall@{k}"], 4), "NDCG@10": _fmt(q["ndcg@10"], 4),
@@ -560,7 +561,6 @@ def models_table(models: dict[str, Any], k: int) -> str:
             f"Recall@{k} all users s": _timing(r["rank"]), "peak RSS MiB": _fmt(r["peak_rss_mb"], 0),
             "model MiB": _fmt(r["model_rss_mb"], 0), **({"peak GPU MiB": _fmt(r["peak_gpu_mb"], 0)} if "peak_gpu_mb" in r else {}),
         })
-    scores_only = [row["model"] for row in rows if row.get("RMSE") == "n/a"]
     note = f"\nn/a: {', '.join(scores_only)} ranks by scores that are not ratings.\n" if scores_only else ""
     return _table(rows) + note
 
@@ -709,15 +709,18 @@ def splice_readme(readme: Path, results: str) -> None:
         tmp.write_text(text[: start + len(README_START)] + "\n" + results + text[end:], encoding="utf-8")
 
 
-def write_outputs(result: dict[str, Any], out: Path, k: int) -> None:
-    """benchmark.json, benchmark.md, results.md and a scaling PNG per device into ``out``."""
+def write_outputs(result: dict[str, Any], out: Path, k: int) -> str:
+    """benchmark.json, benchmark.md, results.md and a scaling PNG per device into ``out``; returns
+    the text of results.md."""
     write_json(out / "benchmark.json", result)
-    for name, detailed in (("benchmark.md", True), ("results.md", False)):
+    texts = {name: report(result, k, detailed) for name, detailed in (("benchmark.md", True), ("results.md", False))}
+    for name, text in texts.items():
         with atomic_path(out / name) as tmp:
-            tmp.write_text(report(result, k, detailed))
+            tmp.write_text(text)
     for device, sections in result["devices"].items():
         if "scaling" in sections:
             scaling_plot(sections["scaling"], out / ("scaling.png" if device == "cpu" else f"scaling-{device}.png"))
+    return texts["results.md"]
 
 
 # -- command line -----------------------------------------------------------------------------------
@@ -772,8 +775,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             torch.set_num_threads(args.threads)
         result = run_suite(args)
     k = result["setup"].get("k", args.k)
-    write_outputs(result, args.out, k)
-    results = report(result, k, detailed=False)
+    results = write_outputs(result, args.out, k)
     if args.readme:
         splice_readme(args.readme, results)
     print(results)
