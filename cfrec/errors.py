@@ -38,8 +38,12 @@ class ConfigError(CfrecError, ValueError):
     """An option has an invalid value; the message names the key."""
 
     def __init__(self, key: str, message: str):
-        self.key = key
+        self.key, self.message = key, message
         super().__init__(f"{key}: {message}")
+
+    def under(self, prefix: str) -> "ConfigError":
+        """The same error with its key nested under ``prefix`` (``k`` → ``model.k``)."""
+        return ConfigError(f"{prefix}.{self.key}", self.message)
 
 
 class DownloadError(CfrecError, OSError):

@@ -69,7 +69,7 @@ def compare(cfg: Mapping[str, Any], run_dir: str | Path) -> pd.DataFrame:
         try:
             model.validate(train)
         except ConfigError as err:
-            raise ConfigError(f"compare.models.{label}.{err.key}", str(err).removeprefix(f"{err.key}: ")) from None
+            raise err.under(f"compare.models.{label}") from None
     rows, errors = [], {}
     for label, model in models.items():
         fit_seconds = fit_model(model, train, specs[label][1], device=device,

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import torch
 
 from cfrec import plots
@@ -83,7 +82,7 @@ def prepare(cfg: Mapping[str, Any]) -> tuple[Recommender, Split, torch.device]:
     try:
         model.validate(split.train)
     except ConfigError as err:
-        raise ConfigError(f"model.{err.key}", str(err).removeprefix(f"{err.key}: ")) from None
+        raise err.under("model") from None
     return model, split, device
 
 

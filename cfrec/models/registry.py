@@ -44,6 +44,6 @@ def build_model(name: str, options: dict[str, Any], key: str = "model", device: 
     try:
         return cls(**options)
     except ConfigError as err:  # the model names its own argument: make it a config key
-        raise ConfigError(f"{key}.{err.key}", str(err).removeprefix(f"{err.key}: ")) from None
+        raise err.under(key) from None
     except (ValueError, TypeError) as err:
         raise ConfigError(key, f"{name}: {err}") from None
