@@ -56,3 +56,12 @@ class CheckpointError(CfrecError):
 
 class TrainingDiverged(CfrecError, FloatingPointError):
     """The training loss became NaN or infinite."""
+
+
+class RunStopped(CfrecError):
+    """A run stopped early on purpose: Ctrl-C (exit code 130) or divergence (1); the message says
+    what was kept and how to go on. Not a `SystemExit`, so a sweep records it and runs its other jobs."""
+
+    def __init__(self, message: str, code: int = 1):
+        self.code = code
+        super().__init__(message)

@@ -4,6 +4,7 @@ from it (``train.resume=RUN_DIR``), and stop cleanly on Ctrl-C or divergence."""
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import time
 from pathlib import Path
@@ -14,19 +15,20 @@ import yaml
 
 from cfrec.checkpoint import TRAIN_STATE, load_train_state, save_train_state
 from cfrec.data import Ratings
-from cfrec.errors import ConfigError, TrainingDiverged
+from cfrec.errors import ConfigError, RunStopped, TrainingDiverged
 from cfrec.models.base import Recommender
 from cfrec.models.factor import FactorModel
+from cfrec.train import distributed
 from cfrec.train.config import TrainConfig
 from cfrec.train.trainer import EpochCallback, Trainer
 
 log = logging.getLogger(__name__)
 
 RUN_KEYS = ("resume",)  # keys of the train group that steer the run, not the optimisation
+RESUMABLE = ("epochs", "progress", "patience", "min_delta", "restore_best", "device", "distributed")
+"""Training options a resume may change; every other one must match the saved state's."""
 
-
-class RunStopped(SystemExit):
-    """Training stopped early, its reason logged: Ctrl-C (exit code 130) or divergence (1)."""
+__all__ = ["RunStopped", "fit_model", "resume_command"]  # RunStopped lives in cfrec.errors
 
 
 def fit_model(
@@ -51,7 +53,8 @@ def fit_model(
     if options.get("progress") is None:
         options["progress"] = progress
     config = TrainConfig.from_dict(options)
-    meta = {"describe": dict(describe or {}), "n_users": train.n_users, "n_items": train.n_items}
+    meta = {"describe": dict(describe or {}), "n_users": train.n_users, "n_items": train.n_items,
+            "train": _fixed_options(config)}
     trainer = Trainer(config)
     saved = {"epoch": 0}  # the epoch whose state is on disk (a Ctrl-C may land mid-save)
 
@@ -67,12 +70,27 @@ def fit_model(
     try:
         trainer.fit(model, train)
     except KeyboardInterrupt:
-        raise RunStopped(_interrupted(saved["epoch"], run_dir)) from None
+        raise _interrupted(saved["epoch"], run_dir) from None
     except TrainingDiverged as err:
-        raise RunStopped(_diverged(err, saved["epoch"], run_dir)) from None
+        raise _diverged(err, saved["epoch"], run_dir) from None
     finally:
         model.history = trainer.history
     return time.perf_counter() - start
+
+
+def _fixed_options(config: TrainConfig) -> dict[str, Any]:
+    """The training options a resume must keep (all but `RESUMABLE`)."""
+    return {k: v for k, v in config.to_dict().items() if k not in RESUMABLE}
+
+
+def _check_resumable(folder: str, saved: Mapping[str, Any], now: Mapping[str, Any]) -> None:
+    """Refuse a resume whose training options differ from the saved run's, naming them."""
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if changed:
+        diffs = ", ".join(f"train.{k} {saved.get(k)!r} → {now.get(k)!r}" for k in changed)
+        raise ConfigError(f"train.{changed[0]}", f"changed since {folder} was saved ({diffs}); a resume continues "
+                          f"the same training, where only {', '.join(RESUMABLE)} may change: keep the others, "
+                          "or start afresh without train.resume")
 
 
 def _resume_state(folder: str, meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -81,6 +99,9 @@ def _resume_state(folder: str, meta: Mapping[str, Any]) -> dict[str, Any]:
         state, saved = load_train_state(folder)
     except Exception as err:  # CheckpointError and friends: a config problem from the user's side
         raise ConfigError("train.resume", str(err)) from None
+    if "train" in saved:  # states written before the options were stored are checked on the rest
+        _check_resumable(folder, saved["train"], meta["train"])
+    saved, meta = {k: v for k, v in saved.items() if k != "train"}, {k: v for k, v in meta.items() if k != "train"}
     if saved != meta:
         raise ConfigError(
             "train.resume", f"{folder} trained another model or data ({saved['describe']}); "
@@ -90,27 +111,37 @@ def _resume_state(folder: str, meta: Mapping[str, Any]) -> dict[str, Any]:
     return state
 
 
-def _interrupted(saved_epoch: int, run_dir: str | Path | None) -> int:
-    """Log how to resume after Ctrl-C; the exit code (130, as shells use for SIGINT)."""
+def _interrupted(saved_epoch: int, run_dir: str | Path | None) -> RunStopped:
+    """What to say after Ctrl-C (exit code 130, as shells use for SIGINT): where the state is, how to resume."""
+    if distributed.launched_rank() != 0:
+        return RunStopped("interrupted: rank 0 keeps the training state and prints how to resume", 130)
     if run_dir is None or saved_epoch == 0:
-        log.warning("interrupted before the first epoch ended: nothing to resume from")
-    else:
-        log.warning("interrupted: the state after epoch %d is in %s; resume with:\n  %s",
-                    saved_epoch, Path(run_dir) / TRAIN_STATE, resume_command(run_dir))
-    return 130
+        return RunStopped("interrupted before the first epoch ended: nothing to resume from", 130)
+    return RunStopped(f"interrupted: the state after epoch {saved_epoch} is in {Path(run_dir) / TRAIN_STATE}; "
+                      f"resume with: {resume_command(run_dir)}", 130)
 
 
-def _diverged(err: TrainingDiverged, saved_epoch: int, run_dir: str | Path | None) -> int:
-    """Log the divergence and where the last good state is; the exit code (1)."""
+def _diverged(err: TrainingDiverged, saved_epoch: int, run_dir: str | Path | None) -> RunStopped:
+    """The divergence and where the last good state is (exit code 1)."""
     kept = (f"; the last good state (epoch {saved_epoch}) is kept in {Path(run_dir) / TRAIN_STATE}"
             if run_dir is not None and saved_epoch else "")
-    log.error("%s%s", err, kept)
-    return 1
+    return RunStopped(f"{err}{kept}", 1)
 
 
 def resume_command(run_dir: str | Path) -> str:
-    """The command line that continues the run of ``run_dir`` (its own overrides + train.resume)."""
+    """The command line that continues the run of ``run_dir`` (its own overrides + train.resume);
+    under torchrun, the torchrun command with the same number of processes."""
     overrides_file = Path(run_dir) / ".hydra" / "overrides.yaml"
     overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
     kept = [o for o in overrides or [] if not o.startswith(("train.resume=", "hydra.run.dir="))]
-    return shlex.join(["cfrec-train", *kept, f"train.resume={run_dir}"])
+    return shlex.join([*launcher(), *kept, f"train.resume={run_dir}"])
+
+
+def launcher() -> list[str]:
+    """How this process was started: ``cfrec-train``, or the torchrun command of its job."""
+    world = distributed.launched_world_size()
+    if world <= 1:
+        return ["cfrec-train"]
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    nodes = ["--standalone"] if local == world else [f"--nnodes={world // local}", "--rdzv-endpoint=HOST:PORT"]
+    return ["torchrun", *nodes, f"--nproc_per_node={local}", "-m", "cfrec.apps.train"]

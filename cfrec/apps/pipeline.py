@@ -16,12 +16,13 @@ from typing import Any, Mapping
 import torch
 
 from cfrec import plots
+from cfrec.apps.checks import check_against_data, check_config, check_eval  # noqa: F401 (check_eval: public)
 from cfrec.apps.fitting import fit_model
 from cfrec.checkpoint import load_model, save_model
 from cfrec.data import Ratings, Split
 from cfrec.errors import ConfigError
 from cfrec.evaluate import evaluate, predict_pairs
-from cfrec.experiment import check_data_source, load_data, make_split, resolve_device
+from cfrec.experiment import load_data, make_split, resolve_device
 from cfrec.io import write_json
 from cfrec.models.base import Recommender
 from cfrec.models.factor import FactorModel
@@ -32,17 +33,6 @@ from cfrec.train import distributed
 from cfrec.serving import ITEM_INDEX, USER_INDEX
 
 log = logging.getLogger(__name__)
-
-
-def check_eval(section: Mapping[str, Any]) -> None:
-    """Evaluation options that cannot work, named before anything runs."""
-    if float(section["tolerance"]) <= 0:
-        raise ConfigError("eval.tolerance", f"must be positive, got {section['tolerance']}")
-    ks = list(section["ks"])
-    if not ks or min(int(k) for k in ks) < 1:
-        raise ConfigError("eval.ks", f"must be positive integers, got {ks}")
-    if section.get("limit") is not None and int(section["limit"]) < 1:
-        raise ConfigError("eval.limit", f"must be a positive number of pairs or null, got {section['limit']}")
 
 
 def check_distributed(train_options: Mapping[str, Any] | None, model: Recommender) -> None:
@@ -73,12 +63,12 @@ def load_split(cfg: Mapping[str, Any]) -> Split:
 
 def prepare(cfg: Mapping[str, Any]) -> tuple[Recommender, Split, torch.device]:
     """Validate every section, build the model, then load the data and split it."""
+    check_config(cfg)
     device = resolve_device(str(cfg.get("device", "auto")))
-    check_data_source(cfg["data"])
-    check_eval(cfg["eval"])
     model = make_model(cfg["model"], device)
     check_distributed(cfg.get("train"), model)
     split = load_split(cfg)
+    check_against_data(cfg, split, learned=isinstance(model, FactorModel))
     try:
         model.validate(split.train)
     except ConfigError as err:
@@ -106,6 +96,8 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, label: str | None = None) -
     )
     if not main:
         return None
+    if options.get("save_model", True):  # before evaluating: an interrupted evaluation keeps the model
+        save_model(model, train, run_dir)
     start = time.perf_counter()
     metrics = evaluate(model, train, test, device=device, progress=options.get("progress", True), **cfg["eval"])
     metrics.update({
@@ -115,8 +107,6 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, label: str | None = None) -
     metrics.update(validation_summary(model))
     write_json(run_dir / "metrics.json", metrics)
     log.info("%s: %s", label, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
-    if options.get("save_model", True):
-        save_model(model, train, run_dir)
     if options.get("build_index", True):
         build_indexes(model, cfg.get("index", {}), run_dir)
     if options.get("plots", True):
@@ -149,7 +139,9 @@ def build_indexes(model: Recommender, params: Mapping[str, Any], run_dir: Path) 
         if vectors is not None:
             index = HNSWIndex(**params).build(vectors)
             index.save(run_dir / name)
-            log.info("%s: HNSW recall@10 against exact search %.4f", name, index.recall(10, sample=500))
+            k = min(10, len(vectors) - 1)
+            if k >= 1:  # a catalog of one has no neighbours to recall
+                log.info("%s: HNSW recall@%d against exact search %.4f", name, k, index.recall(k, sample=500))
 
 
 def write_plots(model: Recommender, train: Ratings, test: Ratings, run_dir: Path, label: str, device) -> None:
