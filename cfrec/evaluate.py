@@ -109,7 +109,7 @@ def ranking_metrics(
     )
     users = np.flatnonzero(np.diff(liked_csr.indptr) > 0)
     seen = train.to_csr()
-    batch = user_batch_size(train.n_items, memory_budget_mb)
+    batch = user_batch_size(train.n_items, memory_budget_mb, score_blocks(model))
     sums = {f"{name}@{k}": 0.0 for k in ks for name in ("recall", "precision", "ndcg", "hit_rate")}
     recommended = {k: torch.zeros(train.n_items, dtype=torch.bool) for k in ks}
     batches = range(0, len(users), batch)
@@ -128,15 +128,37 @@ def ranking_metrics(
             sums[f"ndcg@{k}"] += float(metrics.ndcg_at_k(hits, n_relevant, k).sum())
             sums[f"hit_rate@{k}"] += float(metrics.hit_rate_at_k(hits, k).sum())
             recommended[k][top[:, :k].reshape(-1).cpu()] = True
-    n_users = max(1, len(users))
-    result = {key: value / n_users for key, value in sums.items()}
+    if len(users) == 0:  # no liked test movie: ranking metrics are undefined (NaN → null in metrics.json)
+        log.warning("no test rating reaches like_threshold %g: ranking metrics are undefined", like_threshold)
+        return {**{key: float("nan") for key in sums}, **{f"coverage@{k}": float("nan") for k in ks},
+                "n_ranking_users": 0}
+    result = {key: value / len(users) for key, value in sums.items()}
     for k in ks:
         result[f"coverage@{k}"] = metrics.coverage(torch.nonzero(recommended[k]).flatten(), train.n_items)
     result["n_ranking_users"] = len(users)
     return result
 
 
-def user_batch_size(n_items: int, memory_budget_mb: float) -> int:
-    """Users per batch so that a few (B × n_items) float blocks fit in the budget."""
-    bytes_per_user = n_items * 4 * 3  # scores, relevance, and topk's working copy
+def score_blocks(model: Recommender) -> int:
+    """How many (B × n_items) float32 blocks ``model.score`` holds at its peak, its output included.
+
+    A model may declare it (``score_blocks``); KNN ranked by predictions combines three
+    neighbour sums through several same-sized temporaries, and the default `Recommender.score`
+    predicts a grid of int64 (user, item) pairs: 8 each; a score matrix computed in place
+    through one temporary (the factor models, baselines, KNN aggregates): 2.
+    """
+    declared = getattr(model, "score_blocks", None)
+    if declared:
+        return int(declared)
+    grid = getattr(type(model), "score", None) is Recommender.score
+    return 8 if grid or getattr(model, "ranking", None) == "prediction" else 2
+
+
+def user_batch_size(n_items: int, memory_budget_mb: float, blocks: int = 2) -> int:
+    """Users per batch so that every per-user temporary of a ranking batch fits in the budget:
+    ``blocks`` float32 score blocks, the dense liked-movie rows (bool, numpy and torch) and
+    topk's working copy of the scores."""
+    if not memory_budget_mb > 0:
+        raise ValueError(f"memory_budget_mb must be positive, got {memory_budget_mb}")
+    bytes_per_user = n_items * (4 * blocks + 2 + 4)
     return max(1, int(memory_budget_mb * 2**20 // bytes_per_user))

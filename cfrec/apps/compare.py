@@ -1,8 +1,13 @@
-"""``cfrec-compare``: several models on one split; a table (markdown + CSV) and comparison plots."""
+"""``cfrec-compare``: several models on one split; a table (markdown + CSV) and comparison plots.
+
+Every entry takes the run's ``train.*`` (an entry's own ``train:`` keys win). A model that
+fails is reported as failed (comparison.md/.csv, metrics.json) and the others are kept.
+"""
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from importlib.resources import files
 from pathlib import Path
@@ -11,16 +16,24 @@ from typing import Any, Mapping
 import hydra
 import numpy as np
 import pandas as pd
+import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from cfrec import plots
+from cfrec.apps import guard
+from cfrec.apps.checks import check_against_data, check_compare, check_config, check_train
 from cfrec.apps.fitting import fit_model
-from cfrec.apps.pipeline import check_eval, load_split, make_model
+from cfrec.apps.guard import describe, report
+from cfrec.apps.pipeline import load_split, make_model
 from cfrec.checkpoint import save_model
-from cfrec.errors import ConfigError
+from cfrec.data import Split
+from cfrec.errors import CfrecError, ConfigError, RunStopped
 from cfrec.evaluate import evaluate, predict_pairs
-from cfrec.experiment import check_data_source, resolve_device
+from cfrec.experiment import resolve_device
+from cfrec.models.base import Recommender
+from cfrec.models.factor import FactorModel
 from cfrec.io import atomic_path, write_json
 from cfrec.tables import to_markdown
 
@@ -29,19 +42,22 @@ log = logging.getLogger(__name__)
 TABLE_COLUMNS = ["model", "accuracy", "rmse", "mae", "recall@50", "ndcg@10", "fit_seconds", "eval_seconds"]
 
 
-def model_entry(label: str, entry: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """(model options, train options or None) of one compare entry, from its conf/model defaults."""
+def model_entry(label: str, entry: Mapping[str, Any],
+                train: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(model options, train options) of one compare entry: its conf/model defaults with the
+    entry's keys, and the run's ``train`` section with the entry's own ``train:`` keys on top."""
     entry = dict(entry)
     choice = entry.pop("model", None)
     conf = files("cfrec.conf")
     if choice is None or not conf.joinpath("model", f"{choice}.yaml").is_file():
         raise ConfigError(f"compare.models.{label}.model", f"no conf/model/{choice}.yaml")
     options = OmegaConf.to_container(OmegaConf.load(conf.joinpath("model", f"{choice}.yaml")))
-    train_options = entry.pop("train", None)
-    train_file = conf.joinpath("train", f"{choice}.yaml")
-    if train_file.is_file():
-        base = OmegaConf.to_container(OmegaConf.load(train_file))
-        train_options = {**base, **(train_options or {})}
+    own = entry.pop("train", None) or {}
+    train_options = {**{k: v for k, v in (train or {}).items() if k != "resume"}, **own}
+    try:
+        check_train(train_options)
+    except ConfigError as err:
+        raise (err.under(f"compare.models.{label}") if own else err) from None
     unknown = set(entry) - set(options)
     if unknown:
         raise ConfigError(f"compare.models.{label}.{sorted(unknown)[0]}", f"not an option of {choice}")
@@ -52,7 +68,11 @@ def model_entry(label: str, entry: Mapping[str, Any]) -> tuple[dict[str, Any], d
 def compare(cfg: Mapping[str, Any], run_dir: str | Path) -> pd.DataFrame:
     """Fit and evaluate every entry of ``compare.models`` on one split; write the report."""
     run_dir = Path(run_dir)
+    check_config(cfg, extra=("compare",))
     settings = cfg["compare"]
+    check_compare(settings)
+    if (cfg.get("train") or {}).get("resume") is not None:
+        raise ConfigError("train.resume", "cfrec-compare fits every model afresh; resume a run with cfrec-train")
     entries = dict(settings["models"])
     if settings.get("only"):
         missing = set(settings["only"]) - set(entries)
@@ -60,68 +80,116 @@ def compare(cfg: Mapping[str, Any], run_dir: str | Path) -> pd.DataFrame:
             raise ConfigError("compare.only", f"no entries named {sorted(missing)}")
         entries = {k: v for k, v in entries.items() if k in settings["only"]}
     device = resolve_device(str(cfg.get("device", "auto")))
-    check_data_source(cfg["data"])
-    check_eval(cfg["eval"])
-    specs = {label: model_entry(label, entry) for label, entry in entries.items()}
+    specs = {label: model_entry(label, entry, cfg.get("train")) for label, entry in entries.items()}
     models = {label: make_model(options, device) for label, (options, _) in specs.items()}  # all valid before work
-    train, test = load_split(cfg)
+    split = load_split(cfg)
+    train, test = split
+    check_against_data(cfg, split, learned=any(isinstance(m, FactorModel) for m in models.values()))
     for label, model in models.items():  # settings that do not fit this data fail before any fit
         try:
             model.validate(train)
         except ConfigError as err:
             raise err.under(f"compare.models.{label}") from None
-    rows, errors = [], {}
-    for label, model in models.items():
-        fit_seconds = fit_model(model, train, specs[label][1], device=device,
-                                progress=cfg.get("run", {}).get("progress", True))
-        start = time.perf_counter()
-        metrics = evaluate(model, train, test, device=device, **{**cfg["eval"], "ks": sorted({*cfg["eval"]["ks"], 50})})
-        metrics.update(model=label, fit_seconds=fit_seconds, eval_seconds=time.perf_counter() - start)
-        head = int(settings.get("head") or 0)
-        if head:
-            first = evaluate(model, train, test, limit=head, ranking=False, device=device)
-            metrics.update({f"accuracy@first{head}": first["accuracy"], f"rmse@first{head}": first["rmse"]})
-        metrics["predicts_ratings"] = model.predicts_ratings
-        if metrics["predicts_ratings"]:  # ranking scores (the weighted mask) have no rating error to plot
-            pred = predict_pairs(model, test.users, test.items, device=device).numpy()
-            errors[label] = pred - test.values
-            plots.true_vs_predicted(test.values, pred, run_dir / f"true_vs_predicted_{label}.png", label)
-        if settings.get("save_models"):
-            save_model(model, train, run_dir / "models" / label)
-        log.info("%s: rmse %.4f, accuracy %.4f, recall@50 %.4f, fit %.2f s",
-                 label, metrics["rmse"], metrics["accuracy"], metrics["recall@50"], fit_seconds)
-        rows.append(metrics)
-    table = pd.DataFrame(rows)
-    head_columns = [c for c in table.columns if "@first" in c]
-    table = table[TABLE_COLUMNS[:1] + head_columns + TABLE_COLUMNS[1:]]
-    write_report(table, rows, errors, train.values, test.values, run_dir)
+    rows: list[dict[str, Any]] = []
+    errors: dict[str, np.ndarray] = {}
+    try:
+        for label, model in models.items():
+            try:
+                rows.append(fit_and_evaluate(label, model, specs[label][1], split, cfg, run_dir, device, errors))
+            except Exception as err:  # a failing model is reported; the others go on
+                message, _, bug = describe(err)
+                log.error("%s failed: %s", label, message, exc_info=bug)
+                rows.append({"model": label, "status": "failed", "error": message})
+    except KeyboardInterrupt:  # keep what is done; the rest is reported as interrupted
+        done = {row["model"] for row in rows}
+        rows += [{"model": label, "status": "failed", "error": "interrupted"} for label in models if label not in done]
+        write_report(rows, errors, train.values, test.values, run_dir)
+        raise RunStopped(f"interrupted: the finished models' results are in {run_dir}", 130) from None
+    table = write_report(rows, errors, train.values, test.values, run_dir)
+    report(run_dir, rows, keys=("status", "rmse", "accuracy", "recall@50", "ndcg@10", "fit_seconds"))
+    failed = [row for row in rows if row["status"] != "ok"]
+    if failed:
+        summary = "; ".join(f"{row['model']}: {row['error']}" for row in failed)
+        raise CfrecError(f"{len(failed)} of {len(rows)} models failed ({summary}); the others' results are in {run_dir}")
     return table
 
 
-def write_report(table: pd.DataFrame, rows: list[dict], errors: dict[str, np.ndarray], train_values: np.ndarray,
-                 test_values: np.ndarray, run_dir: Path) -> None:
-    """comparison.md / .csv, metrics.json (every metric of every model) and the PNGs."""
+def fit_and_evaluate(label: str, model: Recommender, train_options: Mapping[str, Any] | None, split: Split,
+                     cfg: Mapping[str, Any], run_dir: Path, device: torch.device,
+                     errors: dict[str, np.ndarray]) -> dict[str, Any]:
+    """One model of the comparison: fit, evaluate, plot; its metrics row (``status`` ok)."""
+    train, test = split
+    settings = cfg["compare"]
+    fit_seconds = fit_model(model, train, train_options, device=device, progress=cfg.get("run", {}).get("progress", True))
+    start = time.perf_counter()
+    metrics: dict[str, Any] = {"model": label, "status": "ok"}
+    metrics.update(evaluate(model, train, test, device=device,
+                            **{**cfg["eval"], "ks": sorted({*cfg["eval"]["ks"], min(50, train.n_items)})}))
+    metrics.update(fit_seconds=fit_seconds, eval_seconds=time.perf_counter() - start)
+    head = int(settings.get("head") or 0)
+    if head:
+        first = evaluate(model, train, test, limit=head, ranking=False, device=device)
+        metrics.update({f"accuracy@first{head}": first["accuracy"], f"rmse@first{head}": first["rmse"]})
+    metrics["predicts_ratings"] = model.predicts_ratings
+    if metrics["predicts_ratings"]:  # ranking scores (the weighted mask) have no rating error to plot
+        pred = predict_pairs(model, test.users, test.items, device=device).numpy()
+        errors[label] = pred - test.values
+        plots.true_vs_predicted(test.values, pred, run_dir / f"true_vs_predicted_{label}.png", label)
+    if settings.get("save_models"):
+        save_model(model, train, run_dir / "models" / label)
+    log.info("%s: rmse %.4f, accuracy %.4f, recall@50 %.4f, fit %.2f s",
+             label, metrics["rmse"], metrics["accuracy"], metrics.get("recall@50", float("nan")), fit_seconds)
+    return metrics
+
+
+def write_report(rows: list[dict[str, Any]], errors: dict[str, np.ndarray], train_values: np.ndarray,
+                 test_values: np.ndarray, run_dir: Path) -> pd.DataFrame:
+    """comparison.md / .csv, metrics.json (every metric of every model; failed ones with their
+    error) and the PNGs of the models that finished; returns the table."""
+    table = pd.DataFrame(rows)
+    for column in TABLE_COLUMNS:
+        if column not in table:
+            table[column] = np.nan
+    head_columns = [c for c in table.columns if "@first" in c]
+    columns = TABLE_COLUMNS[:1] + ["status"] + head_columns + TABLE_COLUMNS[1:] + (["error"] if "error" in table else [])
+    table = table[columns]
     with atomic_path(run_dir / "comparison.csv") as tmp:
         table.to_csv(tmp, index=False)
-    scores_only = [row["model"] for row in rows if not row["predicts_ratings"]]
+    finished = [row for row in rows if row["status"] == "ok"]
+    scores_only = [row["model"] for row in finished if not row["predicts_ratings"]]
     note = (f"\n{', '.join(scores_only)}: ranking scores, not ratings; accuracy, RMSE and MAE do not apply "
             f"(shown for completeness, left out of the plots).\n" if scores_only else "")
+    failed = [f"{row['model']}: failed: {row['error']}" for row in rows if row["status"] != "ok"]
+    note += "".join(f"\n{line}\n" for line in failed)
     with atomic_path(run_dir / "comparison.md") as tmp:
-        tmp.write_text(to_markdown(table) + note)
+        tmp.write_text(to_markdown(table.drop(columns=["error"], errors="ignore")) + note)
     write_json(run_dir / "metrics.json", {row["model"]: row for row in rows})
     plots.rating_distribution(train_values, test_values, run_dir / "rating_distribution.png")
     if errors:
         plots.error_histograms(errors, run_dir / "prediction_errors.png")
-    rated = np.array([row["predicts_ratings"] for row in rows])
-    bars = {"accuracy": np.where(rated, table["accuracy"], np.nan), "RMSE": np.where(rated, table["rmse"], np.nan),
-            "Recall@50": table["recall@50"].to_numpy()}
-    plots.metric_bars(table["model"].tolist(), bars, run_dir / "metrics.png")
-    log.info("comparison:\n%s", to_markdown(table))
+    if finished:
+        done = table[table["status"] == "ok"]
+        rated = np.array([row["predicts_ratings"] for row in finished])
+        bars = {"accuracy": np.where(rated, done["accuracy"], np.nan), "RMSE": np.where(rated, done["rmse"], np.nan),
+                "Recall@50": done["recall@50"].to_numpy()}
+        plots.metric_bars(done["model"].tolist(), bars, run_dir / "metrics.png")
+    log.info("comparison:\n%s", to_markdown(table.drop(columns=["error"], errors="ignore")))
+    return table
 
 
 @hydra.main(config_path="../conf", config_name="compare", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    compare(OmegaConf.to_container(cfg, resolve=True), HydraConfig.get().runtime.output_dir)
+def hydra_main(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    guard.run_job(lambda: compare(OmegaConf.to_container(cfg, resolve=True), run_dir), run_dir,
+                  multirun=hydra_cfg.mode == RunMode.MULTIRUN)
+
+
+def main() -> None:
+    """The console script: Hydra's app, then the exit code (1 when a model failed, 130 on Ctrl-C)."""
+    guard.set_app("cfrec-compare")
+    hydra_main()
+    sys.exit(guard.exit_code())
 
 
 if __name__ == "__main__":
