@@ -33,6 +33,7 @@ SPLIT_KEYS = {
     "kfold": ("n_folds", "fold", "seed", "min_ratings"),
 }
 SYNTHETIC_INTS = {"n_users": 1, "n_items": 1, "n_ratings": 1, "rank": 1, "seed": 0}
+SYNTHETIC_MIN_RATINGS = 5  # cfrec.data.synthetic gives every user at least this many ratings
 DENSE_LIMIT_BYTES = 4 << 30
 """``train.layout=dense`` holds Y and R (users × movies × 4 bytes each): refused above 4 GiB."""
 
@@ -82,6 +83,15 @@ def check_data_values(section: Mapping[str, Any]) -> None:
     for key in ("noise", "step"):
         if key in section:
             check_number(f"data.{key}", section[key], 0.0)
+    users, items, n = (section.get(key) for key in ("n_users", "n_items", "n_ratings"))
+    if None not in (users, items, n):
+        if n > users * items:
+            raise ConfigError("data.n_ratings", f"{n} exceeds the {users} × {items} possible pairs")
+        if SYNTHETIC_MIN_RATINGS * users > n:
+            raise ConfigError("data.n_ratings", f"{n} is fewer than {SYNTHETIC_MIN_RATINGS} per user "
+                                                f"(data.n_users={users})")
+        if items < SYNTHETIC_MIN_RATINGS:
+            raise ConfigError("data.n_items", f"must be at least {SYNTHETIC_MIN_RATINGS}, got {items}")
 
 
 def check_split(section: Mapping[str, Any]) -> None:

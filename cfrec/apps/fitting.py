@@ -94,37 +94,44 @@ def _check_resumable(folder: str, saved: Mapping[str, Any], now: Mapping[str, An
 
 
 def _resume_state(folder: str, meta: Mapping[str, Any]) -> dict[str, Any]:
-    """The saved trainer state of ``folder``, after checking it trained this model on this data."""
+    """The saved trainer state of ``folder``, after checking it trained this model on this data
+    with the same training options (but those a resume may change)."""
+    meta_train = meta["train"]
     try:
         state, saved = load_train_state(folder)
     except Exception as err:  # CheckpointError and friends: a config problem from the user's side
         raise ConfigError("train.resume", str(err)) from None
-    if "train" in saved:  # states written before the options were stored are checked on the rest
-        _check_resumable(folder, saved["train"], meta["train"])
+    options = saved.get("train")  # states written before the options were stored have none
     saved, meta = {k: v for k, v in saved.items() if k != "train"}, {k: v for k, v in meta.items() if k != "train"}
     if saved != meta:
         raise ConfigError(
             "train.resume", f"{folder} trained another model or data ({saved['describe']}); "
             f"this run is {meta['describe']}"
         )
+    if options is not None:
+        _check_resumable(folder, options, meta_train)
     log.info("resuming from %s after epoch %d", Path(folder) / TRAIN_STATE, state["epoch"])
     return state
 
 
 def _interrupted(saved_epoch: int, run_dir: str | Path | None) -> RunStopped:
-    """What to say after Ctrl-C (exit code 130, as shells use for SIGINT): where the state is, how to resume."""
+    """What to say after Ctrl-C (exit code 130, as shells use for SIGINT): where the state is, how to resume; logged."""
     if distributed.launched_rank() != 0:
-        return RunStopped("interrupted: rank 0 keeps the training state and prints how to resume", 130)
-    if run_dir is None or saved_epoch == 0:
-        return RunStopped("interrupted before the first epoch ended: nothing to resume from", 130)
-    return RunStopped(f"interrupted: the state after epoch {saved_epoch} is in {Path(run_dir) / TRAIN_STATE}; "
-                      f"resume with: {resume_command(run_dir)}", 130)
+        message = "interrupted: rank 0 keeps the training state and prints how to resume"
+    elif run_dir is None or saved_epoch == 0:
+        message = "interrupted before the first epoch ended: nothing to resume from"
+    else:
+        message = (f"interrupted: the state after epoch {saved_epoch} is in {Path(run_dir) / TRAIN_STATE}; "
+                   f"resume with: {resume_command(run_dir)}")
+    log.warning("%s", message)
+    return RunStopped(message, 130)
 
 
 def _diverged(err: TrainingDiverged, saved_epoch: int, run_dir: str | Path | None) -> RunStopped:
-    """The divergence and where the last good state is (exit code 1)."""
+    """The divergence and where the last good state is (exit code 1), logged."""
     kept = (f"; the last good state (epoch {saved_epoch}) is kept in {Path(run_dir) / TRAIN_STATE}"
             if run_dir is not None and saved_epoch else "")
+    log.error("%s%s", err, kept)
     return RunStopped(f"{err}{kept}", 1)
 
 

@@ -95,7 +95,8 @@ def run_job(body: Callable[[], T], folder: str | Path, *, multirun: bool = False
         return body()
     except (Exception, KeyboardInterrupt) as err:
         message, code, bug = describe(err)
-        log.error("%s", message, exc_info=bug or debug())
+        if not isinstance(err, RunStopped):  # a stopped run has logged why already
+            log.error("%s", message, exc_info=bug or debug())
         write_failed(folder, message)
         FAILURES.append(Failure(Path(folder), message, code))
         show(app_name(), message if not multirun else f"job {Path(folder).name}: {message}")

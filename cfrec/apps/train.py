@@ -7,6 +7,7 @@ run ends by printing its folder and main metrics (`cfrec.apps.guard`).
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from cfrec.errors import RunStopped
 from cfrec.train.distributed import launched_rank
 
 APP = "cfrec-train"
+log = logging.getLogger(__name__)
 
 
 def train(cfg: dict[str, Any], run_dir: Path, label: str | None) -> dict[str, Any] | None:
@@ -47,7 +49,9 @@ def interrupted_after_fit(run_dir: Path) -> RunStopped:
         kept.append(f"the fitted model is saved in {run_dir} (cfrec.load works)")
     if (run_dir / TRAIN_STATE).is_file():
         kept.append(f"the training state too; finish evaluating with: {resume_command(run_dir)}")
-    return RunStopped("interrupted: " + ("; ".join(kept) if kept else "nothing was fitted yet"), 130)
+    message = "interrupted: " + ("; ".join(kept) if kept else "nothing was fitted yet")
+    log.warning("%s", message)
+    return RunStopped(message, 130)
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
