@@ -59,12 +59,46 @@ def check_config(cfg: Mapping[str, Any], extra: tuple[str, ...] = ()) -> None:
 
     resolve_device(str(cfg.get("device", "auto")))
     check_run(cfg.get("run") or {})
+    check_model_types(cfg["model"])
     check_data_source(cfg["data"])
     check_data_values(cfg["data"])
     check_split(cfg["split"])
     check_eval(cfg["eval"])
     check_index(cfg.get("index") or {})
     check_train(cfg.get("train") or {})
+
+
+def check_type(key: str, value: Any, annotation: str, default: Any) -> None:
+    """``value`` of the kind an argument's annotation (or its default) names: bool, int, float, str."""
+    if value is None and ("None" in annotation or default is None):
+        return
+    kinds = [k for k in ("bool", "int", "float", "str") if k in annotation.replace("Literal", "")]
+    if not kinds and default is not None:
+        kinds = [type(default).__name__]
+    if not kinds or any(k not in ("bool", "int", "float", "str") for k in kinds) or "Any" in annotation:
+        return  # an argument of another kind (a preset or a dict, a matrix): the model checks it
+    ok = (("bool" in kinds and isinstance(value, bool))
+          or ("int" in kinds and isinstance(value, int) and not isinstance(value, bool))
+          or ("float" in kinds and isinstance(value, (int, float)) and not isinstance(value, bool))
+          or ("str" in kinds and isinstance(value, str)))
+    if not ok:
+        raise ConfigError(key, f"must be {' or '.join(kinds)}{' or null' if 'None' in annotation else ''}, got {value!r}")
+
+
+def check_model_types(section: Mapping[str, Any], key: str = "model") -> None:
+    """Each option of a ``model`` section of the kind its constructor argument takes."""
+    import inspect
+
+    from cfrec.models.registry import MODELS
+
+    cls = MODELS.get(str(section.get("name")))
+    if cls is None:
+        return  # the registry names the unknown model
+    params = inspect.signature(cls).parameters
+    for option, value in section.items():
+        if option in params:
+            param = params[option]
+            check_type(f"{key}.{option}", value, str(param.annotation), param.default)
 
 
 def check_run(section: Mapping[str, Any]) -> None:
