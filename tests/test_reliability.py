@@ -55,10 +55,14 @@ def one_line_error(done: subprocess.CompletedProcess, app: str = "cfrec-train") 
 
 
 # -- 1. one run per folder ------------------------------------------------------------------------
-def test_a_used_run_folder_is_refused_and_left_as_it_was(tmp_path):
+def test_a_run_prints_its_folder_and_a_used_folder_is_refused_and_left_as_it_was(tmp_path):
     folder = tmp_path / "run"
     first = cli("cfrec.apps.train", *QUICK, f"hydra.run.dir={folder}", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
+    tail = first.stdout.strip().splitlines()[-3:]  # issue 14: the run ends with its main metrics and folder
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert tail[0].split()[:3] == ["model", "rmse", "mae"] and tail[1].split()[:2] == ["bias", f"{metrics['rmse']:.4f}"]
+    assert tail[2] == f"run folder: {folder}" and not (folder / "FAILED").exists()
     before = {p.name: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
     overrides = (folder / ".hydra" / "overrides.yaml").read_text()
     second = cli("cfrec.apps.train", *QUICK, "model.reg_user=3", f"hydra.run.dir={folder}", cwd=tmp_path)
@@ -336,14 +340,3 @@ def test_a_user_mistake_is_one_line_and_debug_shows_the_traceback(tmp_path):
                 env={"CFREC_DEBUG": "1"})
     assert debug.returncode == 1 and "Traceback" in debug.stdout + debug.stderr
     assert "cfrec-train: seed: must be an integer >= 0, got -1" in debug.stderr
-
-
-def test_a_run_ends_by_printing_its_folder_and_main_metrics(tmp_path):
-    folder = tmp_path / "run"
-    done = cli("cfrec.apps.train", *QUICK, f"hydra.run.dir={folder}", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    tail = done.stdout.strip().splitlines()[-3:]
-    metrics = json.loads((folder / "metrics.json").read_text())
-    assert tail[0].split()[:3] == ["model", "rmse", "mae"] and tail[1].split()[:2] == ["bias", f"{metrics['rmse']:.4f}"]
-    assert tail[2] == f"run folder: {folder}"
-    assert not (folder / "FAILED").exists()
