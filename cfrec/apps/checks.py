@@ -161,8 +161,9 @@ def check_eval(section: Mapping[str, Any]) -> None:
     for k in ks:
         check_int("eval.ks", k, 1)
     for key in ("like_threshold", "tolerance", "memory_budget_mb"):
-        if key in section:
-            check_number(f"eval.{key}", section[key], float("-inf"))
+        value = section.get(key, 1.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"eval.{key}", f"must be a number, got {value!r}")
     if float(section.get("tolerance", 0.5)) <= 0:
         raise ConfigError("eval.tolerance", f"must be positive, got {section['tolerance']}")
     if float(section.get("memory_budget_mb", 256)) <= 0:
