@@ -97,6 +97,19 @@ def test_resume_in_place_removes_the_old_runs_derived_files(tmp_path):
         rundir.claim(folder, "hydra.run.dir", resume=str(tmp_path / "elsewhere"))
 
 
+def test_a_folder_whose_run_failed_before_any_result_may_be_reused(tmp_path):
+    folder = tmp_path / "run"
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / "train.log").write_text("...")
+    (folder / "FAILED").write_text("train.lr: must be a positive number, got -1\n")
+    assert not rundir.used(folder)
+    rundir.claim(folder, "hydra.run.dir")
+    rundir.release(folder)
+    assert not (folder / "FAILED").exists()
+    (folder / "metrics.json").write_text("{}")
+    assert rundir.used(folder)
+
+
 # -- 2. sweeps keep their other jobs ----------------------------------------------------------------
 def test_a_failing_sweep_job_is_reported_and_the_others_finish(tmp_path):
     sweep = tmp_path / "sweep"

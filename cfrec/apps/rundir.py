@@ -28,9 +28,13 @@ DERIVED = ("metrics.json", "model.pt", "model.json", "items.hnsw", "items.hnsw.j
 _held: dict[Path, TextIO] = {}  # folders this process has locked (the handles keep the locks)
 
 
+LEFTOVERS = (LOCK, ".hydra", "FAILED")
+"""What a run that failed before writing any result leaves (with its log): such a folder may be reused."""
+
+
 def used(folder: Path) -> bool:
-    """True when ``folder`` holds anything besides its lock file."""
-    return folder.is_dir() and any(entry.name != LOCK for entry in folder.iterdir())
+    """True when ``folder`` holds a run's results: anything but the lock, ``.hydra/``, logs and ``FAILED``."""
+    return folder.is_dir() and any(e.name not in LEFTOVERS and e.suffix != ".log" for e in folder.iterdir())
 
 
 def lock(folder: Path, key: str) -> None:
@@ -69,6 +73,7 @@ def claim(folder: str | Path, key: str, resume: str | None = None) -> None:
         raise ConfigError(key, f"{folder} already holds another run's files; choose a new folder "
                                f"(or continue that run in place with train.resume={folder})")
     lock(folder, key)
+    (folder / "FAILED").unlink(missing_ok=True)  # an earlier failed attempt's error is no longer this folder's
 
 
 def clear_derived(folder: str | Path) -> list[str]:
