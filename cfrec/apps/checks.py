@@ -95,8 +95,10 @@ def check_model_types(section: Mapping[str, Any], key: str = "model") -> None:
     if cls is None:
         return  # the registry names the unknown model
     params = inspect.signature(cls).parameters
+    from cfrec.tune import AUTO
+
     for option, value in section.items():
-        if option in params:
+        if option in params and value != AUTO:  # auto: chosen on validation (cfrec.tune)
             param = params[option]
             check_type(f"{key}.{option}", value, str(param.annotation), param.default)
 

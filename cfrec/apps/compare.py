@@ -51,7 +51,7 @@ def model_entry(label: str, entry: Mapping[str, Any],
     conf = files("cfrec.conf")
     if choice is None or not conf.joinpath("model", f"{choice}.yaml").is_file():
         raise ConfigError(f"compare.models.{label}.model", f"no conf/model/{choice}.yaml")
-    options = OmegaConf.to_container(OmegaConf.load(conf.joinpath("model", f"{choice}.yaml")))
+    options = model_preset(choice)
     own = entry.pop("train", None) or {}
     train_options = {**{k: v for k, v in (train or {}).items() if k != "resume"}, **own}
     try:
@@ -63,6 +63,17 @@ def model_entry(label: str, entry: Mapping[str, Any],
         raise ConfigError(f"compare.models.{label}.{sorted(unknown)[0]}", f"not an option of {choice}")
     options.update(entry)
     return options, train_options
+
+
+def model_preset(choice: str) -> dict[str, Any]:
+    """conf/model/<choice>.yaml with its defaults list applied (its ``objective`` preset)."""
+    conf = files("cfrec.conf").joinpath("model")
+    options = OmegaConf.to_container(OmegaConf.load(conf.joinpath(f"{choice}.yaml")))
+    for default in options.pop("defaults", []):
+        if isinstance(default, Mapping):
+            for group, name in default.items():
+                options[group] = OmegaConf.to_container(OmegaConf.load(conf.joinpath(group, f"{name}.yaml")))
+    return options
 
 
 def compare(cfg: Mapping[str, Any], run_dir: str | Path) -> pd.DataFrame:
@@ -127,7 +138,7 @@ def fit_and_evaluate(label: str, model: Recommender, train_options: Mapping[str,
                             **{**cfg["eval"], "ks": sorted({*cfg["eval"]["ks"], min(50, train.n_items)})}))
     metrics.update(fit_seconds=fit_seconds, eval_seconds=time.perf_counter() - start)
     head = int(settings.get("head") or 0)
-    if head:
+    if head and model.predicts_ratings:
         first = evaluate(model, train, test, limit=head, ranking=False, device=device)
         metrics.update({f"accuracy@first{head}": first["accuracy"], f"rmse@first{head}": first["rmse"]})
     metrics["predicts_ratings"] = model.predicts_ratings
@@ -137,8 +148,9 @@ def fit_and_evaluate(label: str, model: Recommender, train_options: Mapping[str,
         plots.true_vs_predicted(test.values, pred, run_dir / f"true_vs_predicted_{label}.png", label)
     if settings.get("save_models"):
         save_model(model, train, run_dir / "models" / label)
-    log.info("%s: rmse %.4f, accuracy %.4f, recall@50 %.4f, fit %.2f s",
-             label, metrics["rmse"], metrics["accuracy"], metrics.get("recall@50", float("nan")), fit_seconds)
+    log.info("%s: %s, recall@50 %.4f, fit %.2f s", label,
+             f"rmse {metrics['rmse']:.4f}, accuracy {metrics['accuracy']:.4f}" if model.predicts_ratings
+             else "ranking only", metrics.get("recall@50", float("nan")), fit_seconds)
     return metrics
 
 
@@ -157,8 +169,8 @@ def write_report(rows: list[dict[str, Any]], errors: dict[str, np.ndarray], trai
         table.to_csv(tmp, index=False)
     finished = [row for row in rows if row["status"] == "ok"]
     scores_only = [row["model"] for row in finished if not row["predicts_ratings"]]
-    note = (f"\n{', '.join(scores_only)}: ranking scores, not ratings; accuracy, RMSE and MAE do not apply "
-            f"(shown for completeness, left out of the plots).\n" if scores_only else "")
+    note = (f"\n{', '.join(scores_only)}: ranking models (their scores are not ratings): accuracy, RMSE and MAE "
+            f"do not apply and are left empty.\n" if scores_only else "")
     failed = [f"{row['model']}: failed: {row['error']}" for row in rows if row["status"] != "ok"]
     note += "".join(f"\n{line}\n" for line in failed)
     with atomic_path(run_dir / "comparison.md") as tmp:

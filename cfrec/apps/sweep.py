@@ -22,7 +22,7 @@ from cfrec.tables import to_markdown
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["valid_rmse", "rmse", "mae", "accuracy", "recall@10", "recall@50", "ndcg@10", "fit_seconds"]
+COLUMNS = ["valid_rmse", "valid_ndcg@10", "rmse", "mae", "accuracy", "recall@10", "recall@50", "ndcg@10", "fit_seconds"]
 
 
 def job_folders(sweep_dir: str | Path) -> list[Path]:
@@ -32,8 +32,10 @@ def job_folders(sweep_dir: str | Path) -> list[Path]:
 
 
 def summarize(sweep_dir: str | Path) -> pd.DataFrame:
-    """Jobs of ``sweep_dir``: finished ones sorted by validation RMSE (test RMSE where a model has
-    no validation), then the failed and unfinished ones with their error."""
+    """Jobs of ``sweep_dir``: finished ones best first by each job's validation metric (``monitor``
+    in its metrics.json: ``valid_rmse`` ascending, ``valid_ndcg@10`` descending…; jobs without
+    one after them, in job order: a test metric never ranks a sweep), then the failed and
+    unfinished ones with their error."""
     rows = []
     for job in job_folders(sweep_dir):
         overrides_file = job / ".hydra" / "overrides.yaml"
@@ -45,6 +47,11 @@ def summarize(sweep_dir: str | Path) -> pd.DataFrame:
         elif metrics_file.is_file():
             metrics: dict[str, Any] = json.loads(metrics_file.read_text())
             row["status"] = "ok"
+            monitor = metrics.get("monitor")
+            if monitor in metrics and metrics[monitor] is not None:
+                row.update({"monitor": monitor, "validation": metrics[monitor]})
+                sign = 1.0 if metrics.get("monitor_mode", "min") == "min" else -1.0
+                row["_key"] = sign * float(metrics[monitor])
             row.update({key: metrics[key] for key in COLUMNS if key in metrics})
         else:
             row.update(status="unfinished", error="no metrics.json and no FAILED: the job was killed or is running")
@@ -52,10 +59,11 @@ def summarize(sweep_dir: str | Path) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    rmse = table["rmse"] if "rmse" in table else pd.Series(float("nan"), index=table.index)
-    key = table["valid_rmse"].fillna(rmse) if "valid_rmse" in table else rmse
-    table = table.assign(_ok=table["status"] != "ok", _key=key)
-    table = table.sort_values(["_ok", "_key"], kind="stable").drop(columns=["_ok", "_key"]).reset_index(drop=True)
+    if "_key" not in table:
+        table["_key"] = float("nan")
+    table = table.assign(_ok=table["status"] != "ok")
+    table = table.sort_values(["_ok", "_key"], kind="stable", na_position="last")
+    table = table.drop(columns=["_ok", "_key"]).reset_index(drop=True)
     front = ["job", "overrides", "status"]
     return table[front + [c for c in table.columns if c not in front]]
 
@@ -75,7 +83,7 @@ def write_summary(sweep_dir: str | Path) -> pd.DataFrame:
     if len(failed):
         log.warning("%d of %d sweep jobs did not finish: %s", len(failed), len(table),
                     "; ".join(f"job {r.job}: {r.error}" for r in failed.itertuples()))
-    report(sweep_dir, table.to_dict("records"), first="job", keys=("status", *SUMMARY_KEYS))
+    report(sweep_dir, table.to_dict("records"), first="job", keys=("status", "validation", *SUMMARY_KEYS))
     return table
 
 

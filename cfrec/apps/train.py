@@ -56,14 +56,19 @@ def interrupted_after_fit(run_dir: Path) -> RunStopped:
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> float | None:
-    """Test RMSE of the run (None on the ranks other than 0 of a torchrun job, and for a failed job)."""
+    """The run's validation metric, for Hydra's sweepers (``valid_rmse`` — lower is better — or
+    ``valid_ndcg@10``, higher, as ``metrics.json``'s ``monitor`` says). None where nothing was
+    validated (models without training, ``train.val_fraction=0``, ranks other than 0) and for a
+    failed job: a test metric is never returned, so no sweep can tune on test."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     label = hydra_cfg.runtime.choices.get("model")
 
     def job() -> float | None:
         metrics = train(OmegaConf.to_container(cfg, resolve=True), run_dir, label)
-        return None if metrics is None else metrics["rmse"]
+        if metrics is None or "monitor" not in metrics:
+            return None
+        return float(metrics[metrics["monitor"]])
 
     return guard.run_job(job, run_dir, multirun=hydra_cfg.mode == RunMode.MULTIRUN)
 
