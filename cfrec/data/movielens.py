@@ -99,7 +99,7 @@ def read_ratings_table(path: Path, layout: "Layout") -> Table:
         return table
     table = read_table(
         path, sep=layout.sep, n_fields=4, header=layout.header is not None, min_fields=3 if optional else None,
-        field_names=RATING_FIELDS, text_fields=(0, 1),
+        field_names=RATING_FIELDS, integer_fields=(0, 1),
     )
     if layout.header is not None:
         if list(table.frame.columns) != list(layout.header):
@@ -110,12 +110,12 @@ def read_ratings_table(path: Path, layout: "Layout") -> Table:
 
 # -- ML-1M ---------------------------------------------------------------------------------
 def _read_dat_movies(path: Path) -> MovieTable:
-    table = read_table(path, sep="::", n_fields=3, encoding=META_ENCODING, text_fields=(0, 1, 2))
+    table = read_table(path, sep="::", n_fields=3, encoding=META_ENCODING, text_fields=(1, 2), integer_fields=(0,))
     return _movies_from_genre_strings(table, 0, 1, 2)
 
 
 def _read_dat_users(path: Path) -> pd.DataFrame:
-    table = read_table(path, sep="::", n_fields=5, encoding=META_ENCODING, text_fields=(0,))
+    table = read_table(path, sep="::", n_fields=5, encoding=META_ENCODING, integer_fields=(0,))
     ids = _unique_ids(table, 0, "user id")
     frame = table.frame.iloc[:, 1:].set_axis(["gender", "age", "occupation", "zip"], axis=1)
     return frame.set_index(pd.Index(ids, name="user"))
@@ -123,7 +123,7 @@ def _read_dat_users(path: Path) -> pd.DataFrame:
 
 # -- ML-100K -------------------------------------------------------------------------------
 def _read_100k_movies(path: Path) -> MovieTable:
-    table = read_table(path, sep="|", n_fields=24, encoding=META_ENCODING, min_fields=1, text_fields=(0, 1, 2, 3, 4))
+    table = read_table(path, sep="|", n_fields=24, encoding=META_ENCODING, min_fields=1, text_fields=(1, 2, 3, 4), integer_fields=(0,))
     genre_file = path.with_name("u.genre")
     if genre_file.is_file():
         genres = read_table(genre_file, sep="|", n_fields=2, encoding=META_ENCODING).frame
@@ -145,7 +145,7 @@ def _read_100k_movies(path: Path) -> MovieTable:
 
 
 def _read_100k_users(path: Path) -> pd.DataFrame:
-    table = read_table(path, sep="|", n_fields=5, encoding=META_ENCODING, text_fields=(0,))
+    table = read_table(path, sep="|", n_fields=5, encoding=META_ENCODING, integer_fields=(0,))
     ids = _unique_ids(table, 0, "user id")
     frame = table.frame.iloc[:, 1:].set_axis(["age", "gender", "occupation", "zip"], axis=1)
     return frame.set_index(pd.Index(ids, name="user"))
@@ -153,7 +153,7 @@ def _read_100k_users(path: Path) -> pd.DataFrame:
 
 # -- CSV releases --------------------------------------------------------------------------
 def _read_csv_movies(path: Path) -> MovieTable:
-    table = read_table(path, sep=",", n_fields=3, header=True, quoted=True, text_fields=(0, 1, 2))
+    table = read_table(path, sep=",", n_fields=3, header=True, quoted=True, text_fields=(1, 2), integer_fields=(0,))
     if list(table.frame.columns) != ["movieId", "title", "genres"]:
         raise DataFormatError(f"header {list(table.frame.columns)} is not ['movieId', 'title', 'genres']", path=path, line=1)
     return _movies_from_genre_strings(table, "movieId", "title", "genres")

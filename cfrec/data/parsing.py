@@ -119,13 +119,15 @@ def read_table(
     min_fields: int | None = None,
     field_names: tuple[str, ...] | None = None,
     text_fields: tuple[int, ...] = (),
+    integer_fields: tuple[int, ...] = (),
 ) -> Table:
     """Parse a delimited file of ``n_fields`` columns (0, 1, ... or the header's names).
 
     A line with another number of fields, or an empty field among the first ``min_fields``
     (default all), is an error naming the line (and the field, by ``field_names``). Blank lines are
     skipped and counted in the log. Only an empty field is missing ("NA" or "null" are text).
-    Numeric-looking columns come out numeric, others and ``text_fields`` (positions) as strings.
+    Numeric-looking columns come out numeric, others and ``text_fields`` (positions) as strings;
+    ``integer_fields`` come out int64 when every field is an integer, else as strings.
     ``encoding`` may list candidates: the first that decodes the whole file is used.
     """
     path = Path(path)
@@ -150,16 +152,21 @@ def read_table(
     first_data_line = (2 if header else 1) + leading_blank
     if not data.strip():
         raise DataFormatError("the file holds no data rows", path=path)
-    try:
-        frame = pd.read_csv(
-            io.BytesIO(data), sep=sep, header=None, index_col=False, skip_blank_lines=False,
-            encoding=encoding, engine="c", keep_default_na=False, na_values=[""], lineterminator="\n",
-            quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE, dtype={i: str for i in text_fields},
-        )
-    except pd.errors.ParserError as err:
-        raise _parser_error(err, path, n_fields, first_data_line) from None
-    except pd.errors.EmptyDataError:
-        raise DataFormatError("the file holds no data rows", path=path) from None
+    def parse(text: tuple[int, ...]) -> pd.DataFrame:
+        try:
+            return pd.read_csv(
+                io.BytesIO(data), sep=sep, header=None, index_col=False, skip_blank_lines=False,
+                encoding=encoding, engine="c", keep_default_na=False, na_values=[""], lineterminator="\n",
+                quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE, dtype={i: str for i in text},
+            )
+        except pd.errors.ParserError as err:
+            raise _parser_error(err, path, n_fields, first_data_line) from None
+        except pd.errors.EmptyDataError:
+            raise DataFormatError("the file holds no data rows", path=path) from None
+
+    frame = parse(tuple(text_fields))
+    if any(i < frame.shape[1] and frame[i].dtype != np.int64 for i in integer_fields):
+        frame = parse(tuple(text_fields) + tuple(integer_fields))  # judge them as written: "1.0" is no integer
     lines = np.arange(len(frame), dtype=np.int64) + first_data_line
     blank = frame.isna().all(axis=1).to_numpy()
     if blank.any():  # truly empty lines only: "::" or "," alone is a broken row, not a blank one

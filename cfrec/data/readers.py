@@ -68,7 +68,8 @@ def read_ratings(
         if table is None:
             ids = tuple(position[key] for key in ("user", "item"))
             table = read_table(
-                path, sep=sep, n_fields=n_fields, header=header, encoding=encoding, quoted=sep == ",", text_fields=ids
+                path, sep=sep, n_fields=n_fields, header=header, encoding=encoding, quoted=sep == ",",
+                **({"integer_fields": ids} if integer_ids else {"text_fields": ids}),
             )
             table.frame.columns = range(n_fields)
         role = position
