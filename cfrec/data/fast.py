@@ -37,13 +37,6 @@ class Coded:
     codes: np.ndarray
     uniques: np.ndarray  # object array of str
 
-    @property
-    def dtype(self) -> np.dtype:
-        return np.dtype(object)
-
-    def __len__(self) -> int:
-        return len(self.codes)
-
 
 def read_typed(
     path: Path,
@@ -115,6 +108,7 @@ def read_typed(
         if kind != "skip":
             frame[position] = _to_numpy(column, kind, pa, pc)
         del column
+    pa.default_memory_pool().release_unused()  # hand the parse buffers back before the next steps
     return Table(frame, None, path, first_line=2 if header is not None else 1)
 
 

@@ -35,6 +35,7 @@ def to_ratings(
     """`Ratings` from ``table``'s columns ``role["user"|"item"|"rating"]`` (and ``"timestamp"``).
 
     Integer ids must be written as integers; otherwise ids are the text as written, stripped.
+    The id columns are taken out of ``table`` once mapped, to keep peak memory low.
     With a ``scale``, ratings outside it are errors; repeated (user, item) pairs follow
     ``on_duplicate`` (see `resolve_duplicates`).
     """
@@ -45,6 +46,7 @@ def to_ratings(
             id_map, code = IdMap.from_values(numeric_column(table, column, label, integer=True), key)
         else:
             id_map, code = _text_ids(table, column, key)
+        table.frame.pop(column)  # raw ids are no longer needed: a 25M-row file holds 200 MB per column
         maps.append(id_map)
         codes.append(code)
     values = numeric_column(table, role["rating"], "rating", integer=False)

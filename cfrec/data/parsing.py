@@ -75,21 +75,19 @@ def decode_check(data: bytes, encoding: Encoding, path: Path) -> str:
     When none does, a `DataFormatError` names the first line the first candidate cannot decode.
     """
     candidates = (encoding,) if isinstance(encoding, str) else tuple(encoding)
+    first_error: UnicodeDecodeError | None = None
     for candidate in candidates:
         try:
             data.decode(candidate)
             return candidate
-        except UnicodeDecodeError:
-            continue
-    try:
-        data.decode(candidates[0])
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        raise DataFormatError(
-            f"byte {data[err.start]:#04x} is not valid {candidates[0]} (is the file in another encoding?)",
-            path=path, line=line,
-        ) from None
-    raise AssertionError("unreachable")  # pragma: no cover
+        except UnicodeDecodeError as err:
+            first_error = first_error or err
+    assert first_error is not None
+    line = data[: first_error.start].count(b"\n") + 1
+    raise DataFormatError(
+        f"byte {data[first_error.start]:#04x} is not valid {candidates[0]} (is the file in another encoding?)",
+        path=path, line=line,
+    )
 
 
 def read_header(path: Path, sep: str, encoding: str) -> list[str]:
