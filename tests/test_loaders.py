@@ -382,3 +382,11 @@ def test_every_data_preset_is_a_registered_source():
         assert set(section) <= SOURCES[name].keys, (preset.name, set(section) - SOURCES[name].keys)
         if name == "synthetic" or name.startswith("ml-"):
             check_data_source({"name": name, **section})  # usable as shipped
+
+
+@pytest.mark.parametrize("content", ["user,item,rating,ts\na,b,4,\n", 'user,item,rating,ts\n"",b,4,1\n', "user,item,rating,note\na,b,4,\n"])
+def test_generic_reader_fields_are_all_required_on_both_paths(tmp_path, content):
+    path = write(tmp_path / "r.csv", content)
+    with pytest.raises(DataFormatError, match="missing") as err:
+        read_ratings(path)
+    assert err.value.line == 2

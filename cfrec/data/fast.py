@@ -85,7 +85,7 @@ def read_typed(
             ),
             convert_options=pacsv.ConvertOptions(
                 column_types={n: types[k] for n, k in zip(names, layout)}, null_values=[""],
-                strings_can_be_null=True, quoted_strings_can_be_null=False,
+                strings_can_be_null=True, quoted_strings_can_be_null=True,
             ),
         )
     except (pa.ArrowInvalid, UnicodeDecodeError) as err:  # a field, a line or a byte the strict parser must name
@@ -96,8 +96,6 @@ def read_typed(
     columns = [table.column(names[i]) for i, kind in enumerate(layout) if kind != "empty"]
     del table  # each column's Arrow memory goes once it is converted
     for position, (column, kind) in enumerate(zip(columns, kinds)):
-        if kind == "skip":
-            continue
         if column.null_count and position not in optional:
             return None
         if kind == "float" and pc.any(pc.is_nan(column)).as_py():  # "nan" written out

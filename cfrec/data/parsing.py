@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 OnDuplicate = Literal["last", "first", "mean", "error"]
 _FIELD_SEP = "\x1f"  # ASCII unit separator: stands in for multi-character separators such as "::"
 _BOM = b"\xef\xbb\xbf"
+_ASCII_SUPERSETS = {"utf-8", "utf-8-sig", "iso8859-1", "ascii", "cp1252", "iso8859-15"}
 _INTEGER = r"\s*[+-]?\d+\s*"  # how an integer id is written: no decimal point, no exponent
 Encoding = str | tuple[str, ...]  # one encoding, or candidates tried in order ("utf-8", "latin-1")
 
@@ -77,6 +78,8 @@ def decode_check(data: bytes, encoding: Encoding, path: Path) -> str:
     candidates = (encoding,) if isinstance(encoding, str) else tuple(encoding)
     first_error: UnicodeDecodeError | None = None
     for candidate in candidates:
+        if codecs.lookup(candidate).name in _ASCII_SUPERSETS and data.isascii():
+            return candidate  # no copy of a large file just to learn it is plain ASCII
         try:
             data.decode(candidate)
             return candidate
@@ -132,7 +135,8 @@ def read_table(
     data = read_bytes(path)
     encoding = decode_check(data, encoding, path)
     data = strip_bom(data, encoding)
-    data = data.replace(b"\r\n", b"\n")  # Windows line ends; a lone "\r" stays an error
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n")  # Windows line ends; a lone "\r" stays an error
     if len(sep) > 1:
         data = data.replace(sep.encode(encoding), _FIELD_SEP.encode(encoding))
         sep = _FIELD_SEP

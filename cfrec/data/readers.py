@@ -61,10 +61,7 @@ def read_ratings(
         kinds: list[Kind] = ["skip"] * n_fields  # columns without a role: any text
         for key, at in position.items():
             kinds[at] = ("int" if integer_ids else "text") if key in ("user", "item") else "float"
-        table = read_typed(
-            path, sep=sep, kinds=kinds, header=names if header else None, encoding=encoding, quoted=sep == ",",
-            optional=[position["timestamp"]] if "timestamp" in position else [],
-        )
+        table = read_typed(path, sep=sep, kinds=kinds, header=names if header else None, encoding=encoding, quoted=sep == ",")
         if table is None:
             ids = tuple(position[key] for key in ("user", "item"))
             table = read_table(
