@@ -68,41 +68,52 @@ def generate(folder: Path, n_ratings: int, seed: int = 0) -> dict[str, Path]:
     popularity /= popularity.sum()
     activity = rng.lognormal(0.0, 1.2, n_users)
     activity /= activity.sum()
-    keys = np.empty(0, dtype=np.int64)
-    while len(keys) < n_ratings:  # distinct (user, movie) pairs, drawn by activity × popularity
-        draw = int((n_ratings - len(keys)) * 1.2) + 100
-        users = rng.choice(n_users, size=draw, p=activity).astype(np.int64)
-        movies = rng.choice(n_movies, size=draw, p=popularity)
-        keys = np.unique(np.concatenate([keys, users * n_movies + movies]))
+    # distinct (user, movie) pairs: drawn by activity × popularity, then topped up with uniform
+    # movies (few collisions, so two or three rounds suffice)
+    keys = np.unique(rng.choice(n_users, n_ratings, p=activity) * np.int64(n_movies) + rng.choice(n_movies, n_ratings, p=popularity))
+    while len(keys) < n_ratings:
+        extra = int((n_ratings - len(keys)) * 1.05) + 100
+        keys = np.union1d(keys, rng.choice(n_users, extra, p=activity) * np.int64(n_movies) + rng.integers(0, n_movies, extra))
     keys = np.sort(rng.choice(keys, size=n_ratings, replace=False))  # by user, then movie, as ML-25M
     users, movies = keys // n_movies + 1, keys % n_movies + 1
     del keys
     taste = rng.normal(3.5, 0.5, n_users)[users - 1] + rng.normal(0, 0.4, n_movies)[movies - 1]
-    stars = np.clip(np.round(2 * (taste + rng.normal(0, 0.9, n_ratings))) / 2, 0.5, 5.0)
+    level = np.clip(np.round(2 * (taste + rng.normal(0, 0.9, n_ratings))), 1, 10).astype(np.int64) - 1
     del taste
     timestamps = rng.integers(789_652_009, 1_574_327_703, n_ratings)
-    half = np.array([f"{s:.1f}" for s in np.arange(0.5, 5.01, 0.5)])
-    whole = np.array([str(int(np.ceil(s))) for s in np.arange(0.5, 5.01, 0.5)])
-    level = np.round(stars * 2).astype(np.int64) - 1
-    _write(files["csv"], "userId,movieId,rating,timestamp\n", ",", users, movies, half[level], timestamps)
-    _write(files["dat"], "", "::", users, movies, whole[level], timestamps)
+    half = np.array([f"{s / 2:.1f}" for s in range(1, 11)])  # 0.5 … 5.0, as ML-25M writes them
+    whole = np.array([str((s + 1) // 2) for s in range(1, 11)])  # 1 … 5, as ML-1M
+    _write(files["csv"], "userId,movieId,rating,timestamp\n", ",", users, movies, half, level, timestamps)
+    _write(files["dat"], "", "::", users, movies, whole, level, timestamps)
     stamp.write_text("")
     return files
 
 
-def _write(path: Path, header: str, sep: str, users, movies, stars, timestamps, chunk: int = 1_000_000) -> None:
-    """Text rows in chunks (numpy string formatting; no pyarrow needed)."""
+def _write(path: Path, header: str, sep: str, users, movies, labels, level, timestamps, chunk: int = 2_000_000) -> None:
+    """Text rows in chunks: pyarrow's CSV writer when installed, else numpy string arithmetic."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="ascii", newline="\n") as out:
-        out.write(header)
+    try:
+        import pyarrow as pa
+        from pyarrow import csv as pacsv
+    except ImportError:
+        pa = None
+    with open(path, "wb") as out:
+        out.write(header.encode())
         for start in range(0, len(users), chunk):
             part = slice(start, start + chunk)
-            columns = [users[part].astype(str), movies[part].astype(str), stars[part], timestamps[part].astype(str)]
-            rows = columns[0]
-            for column in columns[1:]:
-                rows = np.char.add(np.char.add(rows, sep), column)
-            out.write("\n".join(rows.tolist()))
-            out.write("\n")
+            if pa is not None:
+                table = pa.table({"u": users[part], "m": movies[part], "r": pa.array(labels).take(pa.array(level[part])),
+                                  "t": timestamps[part]})
+                sink = pa.BufferOutputStream()
+                pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, delimiter="\x1f", quoting_style="none"))
+                text = sink.getvalue().to_pybytes()
+            else:
+                columns = [users[part].astype(str), movies[part].astype(str), labels[level[part]], timestamps[part].astype(str)]
+                rows = columns[0]
+                for column in columns[1:]:
+                    rows = np.char.add(np.char.add(rows, "\x1f"), column)
+                text = ("\n".join(rows.tolist()) + "\n").encode()
+            out.write(text.replace(b"\x1f", sep.encode()))
 
 
 def measure(kind: str, path: Path) -> dict[str, float]:
