@@ -111,13 +111,21 @@ def read_typed(
 
 
 def _to_numpy(column, kind: Kind, pa, pc) -> object:
+    """One column as numpy, chunk by chunk, each chunk's Arrow memory released once copied."""
     if kind == "text":
         uniques = pc.unique(column)
         codes = pc.index_in(column, value_set=uniques).to_numpy().astype(np.int64)
         return Coded(codes, np.asarray(uniques.to_pylist(), dtype=object))
-    if kind == "float":
-        return column.to_numpy().astype(np.float64, copy=False)  # nulls come out NaN
-    return column.to_numpy()
+    chunks = column.chunks
+    del column
+    out = np.empty(sum(len(c) for c in chunks), dtype=np.float64 if kind == "float" else np.int64)
+    start = 0
+    for i, chunk in enumerate(chunks):
+        out[start : start + len(chunk)] = chunk.to_numpy(zero_copy_only=False)  # float nulls come out NaN
+        start += len(chunk)
+        chunks[i] = None
+    pa.default_memory_pool().release_unused()
+    return out
 
 
 def _lone_carriage_return(path: Path) -> bool:
