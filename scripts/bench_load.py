@@ -156,6 +156,15 @@ def table(results: dict[str, dict[str, dict[str, float]]], n_ratings: int, sizes
             f"| {layout} | {sizes[layout] / 2**20:,.0f} | {p['seconds']:.2f} | {p['peak_mib']:,.0f} | {c['seconds']:.2f} | "
             f"{c['peak_mib']:,.0f} | {c['seconds'] / p['seconds']:.2f}× | {c['peak_mib'] / p['peak_mib']:.2f}× |"
         )
+    lines += [
+        "",
+        "`cfrec.data.load` returns a complete `Ratings` (validated ids, ratings in scale, timestamps,",
+        "duplicate pairs resolved, dense id maps); `pandas.read_csv` only parses. The ratings file is",
+        "parsed by `pyarrow.csv` with declared column types (`cfrec/data/fast.py`; `::` as `:` with an",
+        "empty null-typed column between fields); any field it refuses sends the file to the strict",
+        "line-by-line parser (`cfrec/data/parsing.py`), which names the file and line. Without pyarrow",
+        "every file takes the strict path (correct, slower). Rerun: `python scripts/bench_load.py --out docs/benchmark`.",
+    ]
     return "\n".join(lines) + "\n"
 
 
