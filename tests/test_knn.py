@@ -9,11 +9,13 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from cfrec.checkpoint import load_model, save_model
 from cfrec.data import Ratings, Split
 from cfrec.errors import CheckpointError, ConfigError
 from cfrec.models import GlobalMean, ItemKNN, UserKNN
 from cfrec.models import knn as knn_module
 from cfrec.models.baseline import fit_biases
+from cfrec.models.neighbors import rating_neighbors
 from cfrec.models.svd import randomized_svd, svd_embeddings
 from contract import ModelContract
 
@@ -354,3 +356,90 @@ def test_incomplete_state_is_refused(small_split):
     del state["rating_values"]
     with pytest.raises(CheckpointError, match="lacks rating_values"):
         UserKNN(**SMALL).load_state(state)
+
+
+# -- neighbour build, state, checkpoints --------------------------------------------------------
+def test_rating_neighbors_in_small_blocks_match_dense_cosines():
+    rng = np.random.default_rng(5)
+    dense = np.where(rng.random((40, 25)) < 0.3, rng.normal(size=(40, 25)), 0.0)
+    dense[3] = 0.0  # an empty row: no neighbours, nobody's neighbour
+    rows = sp.csr_matrix(dense)
+    neighbors, sims = rating_neighbors(rows, 8, min_similarity=0.1, support_shrinkage=2.0, block_mb=0.0005)
+    norms = np.linalg.norm(dense, axis=1)
+    cos = dense @ dense.T / np.maximum(np.outer(norms, norms), 1e-300)
+    common = (dense != 0).astype(float) @ (dense != 0).T.astype(float)
+    cos = cos * common / (common + 2.0)
+    np.fill_diagonal(cos, -np.inf)
+    for row in range(40):
+        order = [j for j in np.argsort(-cos[row], kind="stable")[:8] if cos[row, j] > 0.1]
+        got = [j for j in neighbors[row].tolist() if j >= 0]
+        np.testing.assert_allclose(sims[row, : len(got)].numpy(), cos[row, order], rtol=1e-5, atol=1e-6)
+        assert got == order or np.allclose(cos[row, got], cos[row, order])  # ties may swap
+        assert 3 not in got
+    assert (neighbors[3] == -1).all()
+
+
+def state_bytes(state: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in state.values())
+
+
+@pytest.mark.parametrize("model_cls", [UserKNN, ItemKNN])
+@pytest.mark.parametrize("mode", ["improved", "reference"])
+def test_state_is_cpu_sparse_and_loads_where_asked(model_cls, mode, small_split, tmp_path):
+    """No dense users × items (or n × n) matrix is stored; the state is on the CPU; a model whose
+    config names cuda loads on the CPU when asked (load_state's device, load_model's device)."""
+    train = small_split.train
+    model = model_cls(k=15, dim=12, mode=mode).fit(train)
+    state = model.state()
+    assert all(t.device.type == "cpu" for t in state.values())
+    n_own = train.n_users if model.entity == "user" else train.n_items
+    lists = n_own * 15 * 8 if mode == "reference" else 0  # int32 ids + float32 similarities
+    assert state_bytes(state) <= 6 * len(train) + lists + 12 * (train.n_users + train.n_items + 2)  # 6 B a rating
+    users, items = torch.as_tensor(small_split.test.users), torch.as_tensor(small_split.test.items)
+    rebuilt = model_cls(**{**model.config(), "device": "cuda"})  # as if trained on a GPU
+    rebuilt.restore_shape(model.shape_meta())
+    rebuilt.load_state(state, device="cpu")
+    assert rebuilt.device.type == "cpu" and rebuilt.config()["device"] == "cpu"
+    torch.testing.assert_close(rebuilt.predict(users, items), model.predict(users, items))
+    save_model(model, train, tmp_path)
+    meta_path = tmp_path / "model.json"
+    meta = json.loads(meta_path.read_text())
+    meta["config"]["device"] = "cuda"
+    meta_path.write_text(json.dumps(meta))
+    loaded = load_model(tmp_path, device="cpu").model
+    assert loaded.device.type == "cpu"
+    torch.testing.assert_close(loaded.predict(users, items), model.predict(users, items))
+    torch.testing.assert_close(loaded.score(torch.arange(5)), model.score(torch.arange(5)))
+    torch.testing.assert_close(loaded.item_vectors, model.item_vectors)  # SVD recomputed, same seed
+    pt_bytes = (tmp_path / "model.pt").stat().st_size
+    assert pt_bytes <= state_bytes(state) + 8 * (len(train) + train.n_users) + 64 * 1024  # + the checkpoint's seen CSR
+
+
+def test_half_precision_ratings_only_when_exact():
+    assert knn_module._compact_values(np.array([1.0, 4.5, 5.0], np.float32)).dtype == torch.float16
+    assert knn_module._compact_values(np.array([1.0, 3.3], np.float32)).dtype == torch.float32
+
+
+def test_a_checkpoint_state_of_the_earlier_layout_still_loads(holey_train, small_split):
+    """COO ratings, float vectors and k-long lists (before the CSR layout): the reference model
+    predicts the same, an old improved model keeps its formula (every rater in the k list)."""
+    reference = UserKNN(k=15, dim=12, mode="reference").fit(holey_train)
+    new = reference.state()
+    old = {"neighbors": new["neighbors"].long(), "similarities": new["similarities"],
+           "users": torch.as_tensor(holey_train.users), "items": torch.as_tensor(holey_train.items),
+           "values": torch.as_tensor(holey_train.values, dtype=torch.float32), "mean": new["mean"],
+           "user_bias": new["user_bias"], "item_bias": new["item_bias"],
+           "user_vectors": reference.user_vectors, "item_vectors": reference.item_vectors}
+    users, items = pairs_of(small_split)
+    again = UserKNN(k=15, dim=12, mode="reference")
+    again.restore_shape(reference.shape_meta())
+    torch.testing.assert_close(again.load_state(dict(old)).predict(users, items), reference.predict(users, items))
+    improved = UserKNN(k=15, dim=12, shrinkage=2.0)  # an old improved run's config
+    improved.restore_shape(reference.shape_meta())
+    improved.load_state(dict(old))
+    unit = reference.user_vectors.numpy()
+    counts = holey_train.user_counts()
+    expected = brute_force_improved(holey_train, unit @ unit.T, np.flatnonzero(counts > 0), "user", 15,
+                                    zip(users.tolist(), items.tolist()), shrinkage=2.0, amplification=1.0,
+                                    min_similarity=-1.0, candidates=15)
+    np.testing.assert_allclose(improved.predict(users, items).numpy(), expected, rtol=1e-5, atol=1e-5)
