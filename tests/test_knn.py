@@ -185,6 +185,27 @@ def test_improved_predictions_match_a_brute_force_loop(model_cls, options, holey
                                torch.tensor([mean + b_user[7] + b_item[3], mean + b_user[2] + b_item[5]]).float().clamp(1, 5))
 
 
+@pytest.mark.parametrize("model_cls", [UserKNN, ItemKNN])
+def test_improved_aggregate_score_sums_over_raw_cosine_neighbours(model_cls, holey_train, monkeypatch):
+    monkeypatch.setattr(knn_module, "RANKING_NEIGHBORS", 12)
+    model = model_cls(dim=12).fit(holey_train)
+    dense = holey_train.to_csr().toarray()
+    rows = dense if model.entity == "user" else dense.T
+    unit = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+    cos = unit @ unit.T
+    np.fill_diagonal(cos, -np.inf)
+    users = [0, 3, 7]
+    scores = model.score(torch.tensor(users)).numpy()
+    for row, u in enumerate(users):
+        expected = np.zeros(holey_train.n_items)
+        for i in range(holey_train.n_items):
+            own = u if model.entity == "user" else i
+            top = [j for j in np.argsort(-cos[own], kind="stable")[:12] if cos[own, j] > 0]
+            cells = dense[top, i] if model.entity == "user" else dense[u, top]
+            expected[i] = (cos[own, top] * cells).sum()
+        np.testing.assert_allclose(scores[row], expected, rtol=1e-5, atol=1e-5)
+
+
 def test_improved_prediction_ranking_is_the_unclipped_prediction(holey_train):
     model = ItemKNN(dim=12, ranking="prediction").fit(holey_train)
     sims, active = rating_similarities(holey_train, "item", model.support_shrinkage)
@@ -265,7 +286,7 @@ def test_more_neighbours_than_users_is_a_config_error(small_split):
 def test_hnsw_beam_narrower_than_k_is_refused():
     with pytest.raises(ConfigError, match="hnsw: ef=20 is below k=50"):
         UserKNN(k=50, mode="reference", neighbors="hnsw", hnsw={"ef": 20})
-    with pytest.raises(ConfigError, match="hnsw: ef=20 is below candidates=1000"):
+    with pytest.raises(ConfigError, match="hnsw: ef=20 is below candidates=300"):
         UserKNN(similarity="vectors", neighbors="hnsw", hnsw={"ef": 20})
     with pytest.raises(ConfigError, match="^neighbors: hnsw searches vectors"):
         UserKNN(neighbors="hnsw")  # similarity=ratings is an exact sparse search

@@ -30,9 +30,11 @@ similar to i among those u rated; k = 50 user-based, 30 item-based by default). 
 ML-1M training data and checked on ML-100K.
 
 Ranking (`score`, hence `recommend` and Recall@K): ``ranking="aggregate"`` (default, both modes)
-scores an item by the notebook's neighbour aggregation over each list's first k neighbours,
-Σ_{v ∈ N(u)} s(u, v) · r(v, i) (item-based: Σ_{j ∈ N(i)} s(i, j) · r(u, j)), which ranks far better
-than predicted ratings; ``ranking="prediction"`` scores by the predicted rating (unclipped in the
+scores an item by the notebook's neighbour aggregation Σ_{v ∈ N(u)} s(u, v) · r(v, i) (item-based:
+Σ_{j ∈ N(i)} s(i, j) · r(u, j)), which ranks far better than predicted ratings. N(u) is the first
+k of each list with vector similarity; with rating similarity it is the 100 users (items) whose raw
+rating rows are most cosine-similar (built on the first ranking call; residual similarities rank
+worse); ``ranking="prediction"`` scores by the predicted rating (unclipped in the
 improved mode; there it evaluates `predict` on the whole grid, so it is slow on large catalogs).
 
 Users and items without train ratings have no neighbours and are nobody's neighbour: the
@@ -72,6 +74,7 @@ RANKINGS = ("aggregate", "prediction")
 METHODS = ("exact", "hnsw")
 HNSW_KEYS = ("M", "ef_construction", "ef", "seed", "num_threads")
 DEFAULT_K = {("reference", "user"): 100, ("reference", "item"): 100, ("improved", "user"): 50, ("improved", "item"): 30}
+RANKING_NEIGHBORS = 100  # list length of the improved mode's aggregate ranking (rating similarity)
 PAIRS_PER_CHUNK = 1 << 20  # gathered (pair, neighbour) cells per prediction chunk
 STATE_KEYS = ("rating_ptr", "rating_items", "rating_values", "mean", "user_bias", "item_bias")
 LEGACY_KEYS = ("users", "items", "values")  # checkpoints written before the CSR layout
@@ -97,7 +100,7 @@ class _NeighborhoodKNN(Recommender):
         dense_mb: float = 256.0,
         embeddings: Recommender | tuple[Any, Any] | None = None,
         similarity: str = "ratings",
-        candidates: int = 1000,
+        candidates: int = 300,
         min_similarity: float = 0.0,
         support_shrinkage: float = 50.0,
         amplification: float = 1.5,
@@ -218,7 +221,7 @@ class _NeighborhoodKNN(Recommender):
         self.check_fitted()
         codes = users.cpu().numpy()
         if self.ranking == "aggregate":
-            return self._neighbor_sum(codes, self._weights, self._ratings).to(users.device)
+            return self._neighbor_sum(codes, self._aggregate_weights(), self._ratings).to(users.device)
         if self.mode == "improved":  # the k-among-raters cap is not a sparse product: predict the grid
             return _grid_predictions(self, users)
         num = self._neighbor_sum(codes, self._weights, self._values)
@@ -337,9 +340,24 @@ class _NeighborhoodKNN(Recommender):
             keep = (neighbors >= 0) & (sims > self.min_similarity)
             weights = torch.sign(sims) * sims.abs() ** self.amplification
             self._pair_weights = torch.where(keep, weights, 0.0).to(self.device)  # w, 0 where unusable
-        head = min(self._k, neighbors.shape[1])  # the aggregate ranking reads each list's first k
-        weights = _weight_matrix(neighbors[:, :head].numpy(), sims[:, :head].numpy())  # row e = e's neighbours
-        self._weights = weights if self.entity == "user" else weights.T.tocsr()  # as `_neighbor_sum` uses it
+        self._weights = None
+        if self._uses_vectors():  # the aggregate ranking reads each list's first k
+            head = min(self._k, neighbors.shape[1])
+            self._weights = self._as_weights(neighbors[:, :head], sims[:, :head])
+
+    def _as_weights(self, neighbors: Tensor, sims: Tensor) -> sp.csr_matrix:
+        """Neighbour lists as the sparse matrix `_neighbor_sum` multiplies by."""
+        weights = _weight_matrix(neighbors.numpy(), sims.numpy())  # row e = e's neighbours
+        return weights if self.entity == "user" else weights.T.tocsr()
+
+    def _aggregate_weights(self) -> sp.csr_matrix:
+        """The aggregate ranking's neighbour matrix; with rating similarity, built on first use from
+        the cosine of the raw rating rows (the exact form of the notebook's SVD cosine)."""
+        if self._weights is None:
+            rows = self._ratings if self.entity == "user" else self._ratings.T.tocsr()
+            neighbors, sims = rating_neighbors(rows, RANKING_NEIGHBORS, device=self.device)
+            self._weights = self._as_weights(neighbors, sims)
+        return self._weights
 
     def _predict_chunk(self, users: Tensor, items: Tensor) -> Tensor:
         """Predictions for a chunk of pairs, gathering each row's neighbour list: (B,)."""
