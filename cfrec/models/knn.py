@@ -33,8 +33,8 @@ Ranking (`score`, hence `recommend` and Recall@K): ``ranking="aggregate"`` (defa
 scores an item by the notebook's neighbour aggregation Σ_{v ∈ N(u)} s(u, v) · r(v, i) (item-based:
 Σ_{j ∈ N(i)} s(i, j) · r(u, j)), which ranks far better than predicted ratings. N(u) is the first
 k of each list with vector similarity; with rating similarity it is the 100 users (items) whose raw
-rating rows are most cosine-similar (built on the first ranking call; residual similarities rank
-worse); ``ranking="prediction"`` scores by the predicted rating (unclipped in the
+rating rows are most cosine-similar (built at fit, or on the first ranking after loading; residual
+similarities rank worse); ``ranking="prediction"`` scores by the predicted rating (unclipped in the
 improved mode; there it evaluates `predict` on the whole grid, so it is slow on large catalogs).
 
 Users and items without train ratings have no neighbours and are nobody's neighbour: the
@@ -169,7 +169,7 @@ class _NeighborhoodKNN(Recommender):
         if self._k >= available:
             raise ConfigError("k", f"asks for {self._k} neighbours, but only {available} {self.entity}s have "
                                    "training ratings (k must be smaller)")
-        if self._uses_vectors() and self.embeddings is None and self.dim > min(users, items):
+        if self.embeddings is None and self.dim > min(users, items):  # the SVD vectors (also behind similar_*)
             raise ConfigError("dim", f"asks for {self.dim} SVD components of a {users} x {items} rating matrix "
                                      f"(at most {min(users, items)})")
 
@@ -199,7 +199,10 @@ class _NeighborhoodKNN(Recommender):
             state["neighbors"], state["similarities"] = neighbors.to(torch.int32), sims
             if self.embeddings is not None:  # not recomputable from the ratings
                 state["user_vectors"], state["item_vectors"] = self._vectors
-        return self.load_state(state)
+        self.load_state(state)
+        if self.ranking == "aggregate":
+            self._aggregate_weights()  # part of fitting; a loaded model builds it on its first ranking
+        return self
 
     def predict(self, users: Tensor, items: Tensor) -> Tensor:
         self.check_fitted()
@@ -303,9 +306,7 @@ class _NeighborhoodKNN(Recommender):
 
     def _embedding_pair(self) -> tuple[Tensor, Tensor]:
         if self._vectors is None:  # the SVD of the stored ratings: deterministic for the seed
-            dim = min(self.dim, int((np.diff(self._ratings.indptr) > 0).sum()),
-                      int((np.bincount(self._ratings.indices, minlength=self.n_items) > 0).sum()))
-            user_vectors, item_vectors = matrix_embeddings(self._ratings, dim, self.seed)
+            user_vectors, item_vectors = matrix_embeddings(self._ratings, self.dim, self.seed)
             self._vectors = (torch.as_tensor(user_vectors), torch.as_tensor(item_vectors))
         return self._vectors
 
