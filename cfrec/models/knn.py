@@ -109,9 +109,9 @@ class _NeighborhoodKNN(Recommender):
 
         ``k`` neighbours per prediction (None: 100 in the reference mode, where they are the k most
         similar overall; in the improved mode, where they are the k most similar that rated the
-        item, 50 user-based and 30 item-based); ``dim`` SVD components and ``seed`` of the SVD; ``neighbors`` "exact" (batched
-        matmul + topk on ``device``) or "hnsw" (`HNSWIndex` with the preset name or parameter dict
-        ``hnsw``) to search vectors; ``mode`` "improved" or "reference"; ``ranking`` "aggregate" or
+        item, 50 user-based and 30 item-based); ``dim`` SVD components and ``seed`` of the SVD;
+        ``neighbors`` "exact" (batched matmul + topk on ``device``) or "hnsw" (`HNSWIndex` with the
+        preset name or parameter dict ``hnsw``) to search vectors; ``mode`` "improved" or "reference"; ``ranking`` "aggregate" or
         "prediction"; ``device`` for neighbour search and predictions; ``dense_mb`` bounds the dense
         rating table of the lookups. Improved mode only: ``similarity`` "ratings" (cosine of
         baseline residuals) or "vectors" (cosine of SVD / given vectors), ``candidates`` neighbours
@@ -140,9 +140,6 @@ class _NeighborhoodKNN(Recommender):
         self._k = DEFAULT_K[mode, self.entity] if k is None else k  # neighbours per prediction
         self.similarity, self.candidates, self.min_similarity = similarity, candidates, float(min_similarity)
         self.support_shrinkage, self.amplification = float(support_shrinkage), float(amplification)
-        if mode == "improved" and similarity == "ratings" and neighbors == "hnsw":
-            raise ConfigError("neighbors", "hnsw searches vectors; the improved mode's similarity=ratings is an "
-                                           "exact sparse search (set similarity=vectors to use hnsw)")
         if mode == "improved" and similarity == "ratings" and embeddings is not None:
             raise ConfigError("similarity", "embeddings are given but similarity=ratings ignores vectors; set "
                                             "similarity=vectors (or mode=reference) to use them")
@@ -151,6 +148,9 @@ class _NeighborhoodKNN(Recommender):
         if neighbors == "hnsw" and ef is not None and ef < list_length:
             what = "k" if mode == "reference" else "candidates"
             raise ConfigError("hnsw", f"ef={ef} is below {what}={list_length}: the search beam must hold them all")
+        if mode == "improved" and similarity == "ratings" and neighbors == "hnsw":
+            raise ConfigError("neighbors", "hnsw searches vectors; the improved mode's similarity=ratings is an "
+                                           "exact sparse search (set similarity=vectors to use hnsw)")
         try:
             self.device = torch.device(device)
         except RuntimeError as err:
@@ -188,18 +188,19 @@ class _NeighborhoodKNN(Recommender):
             "mean": torch.tensor(mean), "user_bias": torch.as_tensor(user_bias, dtype=torch.float32),
             "item_bias": torch.as_tensor(item_bias, dtype=torch.float32),
         }
-        self._vectors = None
+        vectors = None
         if self._uses_vectors():
             user_vectors, item_vectors = self._fit_vectors(ratings)
-            self._vectors = (torch.as_tensor(user_vectors), torch.as_tensor(item_vectors))
+            vectors = (torch.as_tensor(user_vectors), torch.as_tensor(item_vectors))
             own = user_vectors if self.entity == "user" else item_vectors
             counts = np.diff(ratings.indptr) if self.entity == "user" else np.bincount(ratings.indices, minlength=ratings.shape[1])
             neighbors, sims = neighbor_lists(own, counts > 0, self._list_length(), method=self.neighbors,
                                              hnsw=self._hnsw_params, device=self.device)
             state["neighbors"], state["similarities"] = neighbors.to(torch.int32), sims
             if self.embeddings is not None:  # not recomputable from the ratings
-                state["user_vectors"], state["item_vectors"] = self._vectors
+                state["user_vectors"], state["item_vectors"] = vectors
         self.load_state(state)
+        self._vectors = vectors or self._vectors  # computed already: no second SVD on first use
         if self.ranking == "aggregate":
             self._aggregate_weights()  # part of fitting; a loaded model builds it on its first ranking
         return self
@@ -271,8 +272,7 @@ class _NeighborhoodKNN(Recommender):
         self._values = self._ratings if self.mode == "reference" else self._residuals
         self._rated = sp.csr_matrix((np.ones(self._ratings.nnz, np.float32), self._ratings.indices,
                                      self._ratings.indptr), shape=shape)
-        if "user_vectors" in cpu:
-            self._vectors = (cpu["user_vectors"], cpu["item_vectors"])
+        self._vectors = (cpu["user_vectors"], cpu["item_vectors"]) if "user_vectors" in cpu else None
         if self._uses_vectors():
             neighbors, sims = cpu["neighbors"].long(), cpu["similarities"].float()
         else:
