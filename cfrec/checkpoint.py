@@ -96,7 +96,10 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> Checkp
         cls = model_class(meta.get("class", meta["model"]))
     except KeyError as err:
         raise CheckpointError(f"{folder / META}: {err.args[0]}") from None
-    model = cls(**meta["config"])
+    config = dict(meta["config"])
+    if "device" in config:  # where it was trained is not where it must run: load onto ``device``
+        config["device"] = str(torch.device(device))
+    model = cls(**config)
     model.restore_shape(meta["shape"])
     model.load_state({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
     user_map, item_map = IdMap(meta["user_ids"], "user"), IdMap(meta["item_ids"], "item")
