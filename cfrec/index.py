@@ -143,7 +143,9 @@ class HNSWIndex:
 
         ``exclude``: a (n,) array of one label per row (e.g. the row itself; −1 excludes
         nothing), or a sparse (n, len(self)) matrix whose row i lists labels to skip for query i.
-        Rows left with fewer than ``k`` results are padded with label −1 and distance +inf.
+        Rows left with fewer than ``k`` results are padded with label −1 and distance +inf. When
+        the graph cannot return that many rows (near all of them, among many identical vectors),
+        the batch is answered by `exact_search` instead.
         """
         index = self._built()
         queries = as_matrix(vectors)
@@ -152,7 +154,12 @@ class HNSWIndex:
 
         def search(rows: slice, fetch: int) -> tuple[np.ndarray, np.ndarray]:
             index.set_ef(max(fetch, self.ef if self.ef is not None else max(2 * k, 100)))
-            labels, dist = index.knn_query(queries[rows], k=fetch, num_threads=-1)
+            try:
+                labels, dist = index.knn_query(queries[rows], k=fetch, num_threads=-1)
+            except RuntimeError:  # the graph cannot reach `fetch` rows (e.g. many identical vectors): exact
+                log.debug("HNSW found fewer than %d of %d rows; exact search for this batch", fetch, len(self))
+                labels, dist = exact_search(self.vectors(), queries[rows], fetch, space=self.space)
+                return labels.numpy(), dist.numpy()
             return labels.astype(np.int64), dist
 
         return _query_batches(search, len(queries), len(self), k, exclude, batch_size)
