@@ -406,3 +406,61 @@ def test_saving_the_model_again_keeps_the_training_state_usable(cf_run, tmp_path
     if raw.get("shared"):
         with pytest.raises(CheckpointError, match="missing or was rewritten"):
             load_train_state(folder)
+
+
+TENSOR_CASES = """
+import json, sys
+from pathlib import Path
+import cfrec
+from cfrec.errors import CheckpointError
+for case in sorted(p for p in Path(sys.argv[1]).iterdir() if p.is_dir()):
+    try:
+        model = cfrec.load(case)
+        user, movie = model.user_map.ids[0], model.item_map.ids[0]
+        model.predict_many(model.user_map.ids[:5], model.item_map.ids[:5])
+        model.recommend(user, k=5)
+        outcome = "ok"
+    except CheckpointError:
+        outcome = "error"
+    except Exception as err:
+        outcome = f"other {type(err).__name__}: {err}"
+    print(json.dumps({"case": case.name, "outcome": outcome}), flush=True)
+"""
+
+
+def _tensor_edits(tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+    edits = {"short": tensor[:-1] if tensor.dim() else tensor[None], "extra_dim": tensor[None],
+             "empty": tensor.new_zeros((0,))}
+    if tensor.is_floating_point():
+        edits |= {"nan": tensor.clone().fill_(float("nan")), "int": tensor.long(), "double": tensor.double()}
+    elif tensor.numel():
+        top = torch.iinfo(tensor.dtype).max if tensor.dtype != torch.bool else 1
+        edits |= {"huge": tensor.clone().fill_(top), "negative": tensor.clone().fill_(-top), "float": tensor.float()}
+    return edits
+
+
+def test_edited_tensors_in_model_pt_are_checkpoint_errors_never_crashes(cf_run, tmp_path):
+    data = synthetic(n_users=60, n_items=40, n_ratings=900, seed=3).ratings
+    knn_dir = tmp_path / "knn"
+    save_model(UserKNN(k=5, dim=4).fit(data), data, knn_dir)
+    cases = tmp_path / "cases"
+    for source in (cf_run, knn_dir):
+        tensors = torch.load(source / TENSORS, weights_only=True)
+        for key, tensor in tensors.items():
+            for edit, changed in _tensor_edits(tensor).items():
+                case = cases / f"{source.name}-{key}-{edit}"
+                case.mkdir(parents=True)
+                torch.save({**tensors, key: changed}, case / TENSORS)
+                meta = json.loads((source / META).read_text())
+                (case / META).write_text(json.dumps({**meta, "sha256": sha256(case / TENSORS)}))
+        case = cases / f"{source.name}-not-a-dict"
+        case.mkdir()
+        torch.save([tensors["seen.indptr"]], case / TENSORS)
+        (case / META).write_text(json.dumps({**json.loads((source / META).read_text()), "sha256": sha256(case / TENSORS)}))
+    done = subprocess.run([sys.executable, "-c", TENSOR_CASES, str(cases)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    outcomes = {row["case"]: row["outcome"] for row in map(json.loads, done.stdout.splitlines())}
+    assert len(outcomes) == sum(1 for p in cases.iterdir())
+    other = {case: outcome for case, outcome in outcomes.items() if outcome not in ("ok", "error")}
+    assert not other, other
+    assert sum(outcome == "error" for outcome in outcomes.values()) >= len(outcomes) // 2
