@@ -133,10 +133,11 @@ def _load_tensors(path: Path, device: str | torch.device) -> Any:
 def _restore(meta: dict[str, Any], tensors: dict[str, torch.Tensor], device: str | torch.device, folder: Path) -> Recommender:
     """The model of ``meta`` with the ``model.*`` tensors loaded, checked against ``meta``'s sizes."""
     meta_path = folder / META
+    key = "class" if "class" in meta else "model"  # "model" may name a preset of the class
     try:
-        cls = model_class(meta["model"])
+        cls = model_class(meta[key])
     except KeyError as err:
-        raise CheckpointError(f"{meta_path}: model: {err.args[0]}") from None
+        raise CheckpointError(f"{meta_path}: {key}: {err.args[0]}") from None
     config = dict(meta["config"])
     if "device" in inspect.signature(cls).parameters:
         config["device"] = str(device)

@@ -31,6 +31,9 @@ def check_meta(meta: dict[str, Any], path: Path) -> None:
         return value
 
     need("model", str)
+    for key, kind in (("class", str), ("predicts_ratings", bool), ("ranks_by", str)):  # optional
+        if key in meta:
+            need(key, kind)
     need("config", dict)
     need("data", str)
     need("sha256", str)
@@ -39,6 +42,8 @@ def check_meta(meta: dict[str, Any], path: Path) -> None:
     for key, value in counts.items():
         if value < 0:
             raise CheckpointError(f"{path}: shape.{key}: must be non-negative, got {value}")
+    if "train_mean" in shape and not _is_number(shape["train_mean"]):
+        raise CheckpointError(f"{path}: shape.train_mean: expected a finite number, got {_short(shape['train_mean'])}")
     rating_range = need("rating_range", (list, type(None)), shape, "shape.")
     if rating_range is not None:
         if (len(rating_range) != 2 or not all(_is_number(v) for v in rating_range)

@@ -184,6 +184,8 @@ META_EDITS = {
     "w0 a string": (_set(("config", "w0"), "0.3"), "config: w0"),
     "unknown option": (_set(("config", "bogus"), 1), "config: .*bogus"),
     "unknown model": (_set(("model",), "nope"), "model: unknown model 'nope'"),
+    "unknown class": (_set(("class",), "nope"), "class: unknown model 'nope'"),
+    "predicts_ratings a string": (_set(("predicts_ratings",), "yes"), "predicts_ratings: expected bool"),
     "mixed ids": (_set(("item_ids",), [1] * 79 + ["x"]), "item_ids: ids must be all integers or all strings"),
 }
 
