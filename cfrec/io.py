@@ -69,7 +69,10 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
             except OSError:
                 continue
         if stale:
-            Path(entry.path).unlink(missing_ok=True)
+            try:
+                Path(entry.path).unlink(missing_ok=True)
+            except OSError:  # a read-only folder (someone else's run): leave it
+                continue
             removed.append(Path(entry.path))
     return removed
 

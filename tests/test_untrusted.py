@@ -466,3 +466,18 @@ def test_edited_tensors_in_model_pt_are_checkpoint_errors_never_crashes(cf_run, 
     other = {case: outcome for case, outcome in outcomes.items() if outcome not in ("ok", "error")}
     assert not other, other
     assert sum(outcome == "error" for outcome in outcomes.values()) >= len(outcomes) // 2
+
+
+def test_a_read_only_run_folder_with_a_stale_temp_still_loads(cf_run, tmp_path):
+    folder = copy_run(cf_run, tmp_path / "run")
+    stale = folder / ".model.pt.999999@elsewhere.abcd1234.cfrec-tmp"
+    stale.write_bytes(b"x")
+    os.utime(stale, (time.time() - 2 * 86400,) * 2)
+    folder.chmod(0o555)
+    try:
+        assert len(cfrec.load(folder).recommend(int(cfrec.load(cf_run).user_map.ids[0]), k=3)) == 3
+        assert stale.exists() or os.geteuid() == 0  # root may delete anyway
+    finally:
+        folder.chmod(0o755)
+    remove_stale_temps(folder)
+    assert not stale.exists()
