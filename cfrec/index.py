@@ -311,10 +311,11 @@ def _read_index_meta(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a JSON object")
     if meta.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: index format {meta.get('format')!r}, expected {FORMAT_VERSION}")
-    for key, kind in (("params", dict), ("dim", int), ("count", int), ("sha256", str)):
+    for key, kind, low in (("params", dict, None), ("dim", int, 1), ("count", int, 0), ("sha256", str, None)):
         value = meta.get(key)
-        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < (1 if key == "dim" else 0)):
-            raise CheckpointError(f"{path}: {key} must be a {'positive ' if kind is int else ''}{kind.__name__}, got {value!r}")
+        if not isinstance(value, kind) or isinstance(value, bool) or (low is not None and value < low):
+            want = f"an integer >= {low}" if low is not None else f"a {kind.__name__}"
+            raise CheckpointError(f"{path}: {key} must be {want}, got {str(value)[:60]!r}")
     return meta
 
 

@@ -69,7 +69,8 @@ def test_crafted_index_files_are_clean_errors_never_crashes(crafted):
     assert all(code == 3 for case, code in codes.items() if case.startswith(("meta_", "truncated", "appended"))), codes
     wrong = {case: code for case, code in codes.items() if code not in (0, 3)}
     assert not wrong, f"neither a correct answer nor a CheckpointError: {wrong}"  # 5 would be a garbage answer
-    assert sum(code == 3 for code in codes.values()) >= 80  # most flips are caught; the rest hit unused link slots (hnswlib alone: 20 segfaults)
+    # most flips are caught; the rest hit unused link slots (hnswlib alone: 20 of the 150 segfault)
+    assert sum(code == 3 for code in codes.values()) >= 80
 
 
 def test_wrong_dimension_in_the_json_is_refused(crafted, tmp_path):
