@@ -49,8 +49,12 @@ class Checkpoint:
     meta: dict[str, Any]
 
 
-def save_model(model: Recommender, train: Ratings, folder: str | Path) -> Path:
+def save_model(model: Recommender, train: Ratings, folder: str | Path, config_name: str | None = None) -> Path:
     """Write ``model.pt`` and ``model.json`` for a fitted ``model`` into ``folder``.
+
+    ``model.json`` names the model by ``config_name`` (the preset it was configured by, e.g.
+    ``cf_weighted``; default: its class's registered name, kept under ``class``) and records what
+    it declares: whether it predicts ratings and what its ranking scores are.
 
     A ``train_state.pt`` already in ``folder`` is rewritten to refer to the tensors of the new
     ``model.pt`` it repeats instead of holding a second copy (`save_train_state`).
@@ -67,7 +71,10 @@ def save_model(model: Recommender, train: Ratings, folder: str | Path) -> Path:
     meta: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
-        "model": model.name,
+        "model": config_name or model.name,
+        "class": model.name,
+        "predicts_ratings": bool(model.predicts_ratings),
+        "ranks_by": model.ranks_by,
         "config": model.config(),
         "shape": model.shape_meta(),
         "data": train.name,

@@ -99,19 +99,18 @@ def check_model(model: Recommender, meta: dict[str, Any], path: Path) -> None:
     if (model.n_users, model.n_items) != (n_users, n_items):
         raise CheckpointError(f"{path}: shape: model.json says {n_users} users x {n_items} movies, "
                               f"the tensors hold {model.n_users} x {model.n_items}")
-    rank = getattr(model, "rank", None)
     for side, vectors, n in (("user", model.user_vectors, n_users), ("item", model.item_vectors, n_items)):
-        if vectors is None:
-            continue
-        if vectors.dim() != 2 or len(vectors) != n or (isinstance(rank, int) and vectors.shape[1] != rank):
-            want = f"({n}, {rank})" if isinstance(rank, int) else f"{n} rows"
-            raise CheckpointError(f"{path}: the {side} vectors are {tuple(vectors.shape)}, model.json implies {want} "
-                                  "(shape, config.rank)")
+        if vectors is not None and (vectors.dim() != 2 or len(vectors) != n):
+            raise CheckpointError(f"{path}: the {side} vectors are {tuple(vectors.shape)}, model.json implies {n} rows")
+    theta, rank = getattr(model, "theta", None), getattr(model, "rank", None)
+    if isinstance(theta, Tensor) and isinstance(rank, int) and tuple(theta.shape) != (n_users, rank):
+        raise CheckpointError(f"{path}: theta is {tuple(theta.shape)}, model.json implies ({n_users}, {rank}) "
+                              "(shape.n_users, config.rank)")
     if n_users and n_items:
         users = torch.tensor([0, n_users - 1])
         try:
             scores = model.score(users)
-            pred = model.predict(users, torch.tensor([0, n_items - 1]))
+            pred = model.predict(users, torch.tensor([0, n_items - 1])) if model.predicts_ratings else users
         except (IndexError, RuntimeError, ValueError) as err:
             raise CheckpointError(f"{path}: its tensors do not fit shape in model.json ({err})") from None
         if tuple(scores.shape) != (2, n_items) or tuple(pred.shape) != (2,):
