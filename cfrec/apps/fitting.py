@@ -15,7 +15,7 @@ import yaml
 
 from cfrec.checkpoint import TRAIN_STATE, load_train_state, save_train_state
 from cfrec.data import Ratings
-from cfrec.errors import ConfigError, RunStopped, TrainingDiverged
+from cfrec.errors import CheckpointError, ConfigError, RunStopped, TrainingDiverged
 from cfrec.models.base import Recommender
 from cfrec.models.factor import FactorModel
 from cfrec.train import distributed
@@ -99,7 +99,7 @@ def _resume_state(folder: str, meta: Mapping[str, Any]) -> dict[str, Any]:
     meta_train = meta["train"]
     try:
         state, saved = load_train_state(folder)
-    except Exception as err:  # CheckpointError and friends: a config problem from the user's side
+    except (CheckpointError, OSError) as err:  # a config problem from the user's side
         raise ConfigError("train.resume", str(err)) from None
     options = saved.get("train")  # states written before the options were stored have none
     saved, meta = {k: v for k, v in saved.items() if k != "train"}, {k: v for k, v in meta.items() if k != "train"}
