@@ -21,9 +21,10 @@ from cfrec.train.distributed import launched_rank
 LOCK = ".cfrec.lock"
 """The lock file of a run folder: held (``flock``) by the process writing it; released at its exit."""
 
-DERIVED = ("metrics.json", "model.pt", "model.json", "items.hnsw", "items.hnsw.json", "users.hnsw", "users.hnsw.json",
-           "FAILED")
-"""Files computed from a run's model: removed when a run is resumed in place, so none outlives its model."""
+DERIVED = ("metrics.json", "items.hnsw", "items.hnsw.json", "users.hnsw", "users.hnsw.json", "FAILED")
+"""Files computed from a run's model: removed when a run is resumed in place, so none outlives its
+model. ``model.pt``/``model.json`` stay: ``train_state.pt`` may keep its tensors there, and the
+resumed run rewrites them as soon as it has trained."""
 
 _held: dict[Path, TextIO] = {}  # folders this process has locked (the handles keep the locks)
 
