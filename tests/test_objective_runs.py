@@ -16,10 +16,10 @@ TINY = ["data=synthetic", "data.n_users=120", "data.n_items=80", "data.n_ratings
         "train.epochs=2"]
 
 
-def train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+def train(tmp_path: Path, *overrides: str, multirun: bool = False) -> subprocess.CompletedProcess:
     env = {**os.environ, "MPLBACKEND": "Agg"}
-    return subprocess.run([sys.executable, "-m", "cfrec.apps.train", *TINY, *overrides], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "-m", "cfrec.apps.train", *(["-m"] if multirun else []), *TINY, *overrides]
+    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_a_ranking_model_run_reports_no_rating_metric(tmp_path: Path) -> None:
@@ -70,7 +70,7 @@ def test_sweeps_sort_on_the_validation_metric_never_on_test(tmp_path: Path) -> N
 
 @pytest.mark.slow
 def test_a_real_sweep_returns_and_sorts_on_validation(tmp_path: Path) -> None:
-    done = train(tmp_path, "-m", "model=cf_weighted", "model.l2=5,80", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    done = train(tmp_path, "model=cf_weighted", "model.l2=5,80", f"hydra.sweep.dir={tmp_path / 'sweep'}", multirun=True)
     assert done.returncode == 0, done.stderr
     table = summarize(tmp_path / "sweep")
     values = table["validation"].tolist()
