@@ -43,8 +43,12 @@ class Checkpoint:
     meta: dict[str, Any]
 
 
-def save_model(model: Recommender, train: Ratings, folder: str | Path) -> Path:
-    """Write ``model.pt`` and ``model.json`` for a fitted ``model`` into ``folder``."""
+def save_model(model: Recommender, train: Ratings, folder: str | Path, trained_on: str | None = None) -> Path:
+    """Write ``model.pt`` and ``model.json`` for a fitted ``model`` into ``folder``.
+
+    ``trained_on`` (e.g. "train split (90% of each user's ratings)") is recorded in model.json;
+    the checkpoint's ``seen`` matrix is ``train``, so recommendations exclude exactly those ratings.
+    """
     folder = Path(folder)
     seen = train.to_csr()
     tensors: dict[str, torch.Tensor] = {f"model.{k}": v.detach().cpu() for k, v in model.state().items()}
@@ -57,6 +61,8 @@ def save_model(model: Recommender, train: Ratings, folder: str | Path) -> Path:
         "config": model.config(),
         "shape": model.shape_meta(),
         "data": train.name,
+        "trained_on": trained_on or train.name,
+        "n_train": len(train),
         "user_ids": train.user_map.ids.tolist(),
         "item_ids": train.item_map.ids.tolist(),
     }

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 import torch
 
+from cfrec.data.split import no_split
 from cfrec.data import (
     Ratings, Split, fetch, kfold_split, per_user_split, random_split, read_movielens, read_ratings,
     synthetic, temporal_split,
@@ -93,7 +94,29 @@ def make_split(ratings: Ratings, section: Mapping[str, Any]) -> Split:
         if not 0 <= fold < int(options.get("n_folds", 5)):
             raise ConfigError("split.fold", f"must lie in 0..n_folds-1, got {fold}")
         return kfold_split(ratings, **options)[fold]
-    raise ConfigError("split.name", f"unknown split {name!r}; known: per_user, random, temporal, kfold")
+    if name == "none":
+        _check_keys(options, set(), "split")
+        return no_split(ratings)
+    raise ConfigError("split.name", f"unknown split {name!r}; known: per_user, random, temporal, kfold, none")
+
+
+def describe_split(section: Mapping[str, Any]) -> str:
+    """What a model trained on the train part of this ``split`` section saw, in words (model.json)."""
+    name = str(section.get("name"))
+    if name == "none":
+        return "all ratings (split=none, nothing held out)"
+    if name == "per_user":
+        share = 100 * (1 - float(section.get("test_ratio", 0.1)))
+        return (f"train split ({share:g}% of each user's ratings; users with fewer than "
+                f"{section.get('min_ratings', 5)} ratings whole)")
+    if name == "random":
+        return f"train split ({100 * (1 - float(section.get('test_ratio', 0.1))):g}% of all ratings, at random)"
+    if name == "temporal":
+        return f"train split (all but each user's last {section.get('n_last', 1)} rating(s))"
+    if name == "kfold":
+        return (f"train split (fold {section.get('fold', 0)} of {section.get('n_folds', 5)} held out: "
+                f"the other folds of each user's ratings)")
+    return f"train split ({name})"
 
 
 def resolve_device(device: str) -> torch.device:
