@@ -31,8 +31,9 @@ LOGGED_IF_CHANGING = ("lr",)
 # Overrides that do not name a hyper-parameter (paths, run plumbing): left out of run names.
 _NOT_IN_NAME = ("hydra.", "run.", "data.root=", "data.path=", "train.resume=", "train.progress=", "eval.reuse=",
                 "device=", "train.device=")
-# metrics.json keys that are counts or timings of the evaluation, not results: not in HParams.
-_NOT_METRICS = re.compile(r"^(n_|epochs_run$|predict_seconds$|rank_seconds$|eval_seconds$)")
+# metrics.json keys shown in HParams (one chart each in Time Series too, so only the main ones;
+# precision, hit rate, coverage, counts and timings stay in metrics.json).
+HPARAM_METRICS = re.compile(r"^(rmse|mae|accuracy|recall@\d+|ndcg@\d+|valid_rmse|fit_seconds)$")
 # train keys that steer the run rather than the optimisation: not hyper-parameters.
 _RUN_KEYS = {"resume", "progress", "device", "distributed"}
 
@@ -40,7 +41,10 @@ _RUN_KEYS = {"resume", "progress", "device", "distributed"}
 def run_name(label: str, overrides: Sequence[str] = ()) -> str:
     """``cf model.rank=32 model.l2=0.9``: the model and the command line's key overrides, as a
     folder name (paths and run plumbing left out, ``/`` replaced, at most 120 characters)."""
+    roots = [Path(o.split("=", 1)[1]).name for o in overrides if o.startswith("data.root=")]
     kept = [o for o in overrides if not o.startswith(_NOT_IN_NAME) and not o.startswith("model=")]
+    if roots:  # data=movielens data.root=/path/ml-100k → data=ml-100k
+        kept = [f"data={roots[-1]}", *[o for o in kept if not o.startswith("data=")]]
     name = " ".join([label, *kept]).replace("/", "_").replace("\\", "_")
     return name[:120].strip() or "run"
 
@@ -111,7 +115,7 @@ class TensorBoardLogger:
 
     def log_hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, Any]) -> None:
         """The run's hyper-parameters (booleans as booleans, strings as strings) and its final
-        metrics (``hparam/<key>``; counts and timings of the evaluation left out), for the HParams tab.
+        main metrics (``hparam/<key>``, `HPARAM_METRICS`), for the HParams tab.
 
         Only the session records are written, not an experiment record: TensorBoard then builds
         the table from every run it reads and ticks the hyper-parameters that differ first.
@@ -129,7 +133,7 @@ class TensorBoardLogger:
         self._write_plugin_data(hp_metadata.SESSION_START_INFO_TAG, HParamsPluginData(session_start_info=start))
         for key, value in metrics.items():
             if (isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
-                    and not _NOT_METRICS.match(key)):
+                    and HPARAM_METRICS.match(key)):
                 self.writer.add_scalar(f"hparam/{key}", value, 0)
         end = SessionEndInfo(status=Status.Value("STATUS_SUCCESS"))
         self._write_plugin_data(hp_metadata.SESSION_END_INFO_TAG, HParamsPluginData(session_end_info=end))

@@ -55,9 +55,10 @@ def error_histograms(errors: Mapping[str, np.ndarray], path: str | Path) -> Path
     for ax, (name, err) in zip(axes, errors.items()):
         ax.hist(err, bins=np.linspace(-4.5, 4.5, 37), color="tab:blue")
         ax.axvline(0, color="black", lw=0.8)
-        ax.set(title=name, xlabel="prediction error (pred − true)", ylabel="count")
+        ax.set(title=name, xlabel="prediction error (predicted − true rating)", ylabel="test pairs")
     for ax in axes[n:]:
         ax.set_visible(False)
+    fig.suptitle("Prediction errors on the test pairs")
     return _save(fig, path)
 
 
@@ -66,9 +67,10 @@ def true_vs_predicted(true: np.ndarray, pred: np.ndarray, path: str | Path, titl
     fig = Figure(figsize=(5, 5))
     ax = fig.subplots()
     hb = ax.hexbin(true, pred, gridsize=30, bins="log", cmap="viridis", extent=(0.5, 5.5, 0.5, 5.5))
-    fig.colorbar(hb, ax=ax, label="pairs (log)")
-    ax.plot([0.5, 5.5], [0.5, 5.5], "r--", lw=1)
-    ax.set(xlabel="true rating", ylabel="predicted rating", title=title)
+    fig.colorbar(hb, ax=ax, label="test pairs per hexagon (log scale)")
+    ax.plot([0.5, 5.5], [0.5, 5.5], "r--", lw=1, label="predicted = true")
+    ax.set(xlabel="true rating (stars)", ylabel="predicted rating", title=f"{title}: predicted against true (test pairs)")
+    ax.legend(loc="upper left", fontsize=8)
     return _save(fig, path)
 
 
@@ -82,7 +84,8 @@ def metric_bars(names: Sequence[str], values: Mapping[str, Sequence[float]], pat
         numbers = np.asarray(numbers, dtype=float)
         bars = ax.barh(rows, np.nan_to_num(numbers), color="tab:blue")
         ax.bar_label(bars, labels=["n/a" if np.isnan(v) else f"{v:.3f}" for v in numbers], fontsize=8, padding=2)
-        ax.set(title=metric, yticks=rows, yticklabels=list(names))
+        better = "lower" if metric.lower() in ("rmse", "mae") else "higher"
+        ax.set(title=f"{metric} ({better} is better)", yticks=rows, yticklabels=list(names))
         ax.set_xlim(0, 1.18 * max(np.nanmax(numbers) if np.isfinite(numbers).any() else 1.0, 1e-9))
         ax.invert_yaxis()  # first model on top, as in the table
     return _save(fig, path)
@@ -130,11 +133,13 @@ def score_distribution(liked: np.ndarray, other: np.ndarray, path: str | Path, t
     """Histogram (shares) of the model's scores for held-out liked movies against every other unseen movie."""
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
-    low, high = np.percentile(np.r_[liked, other], [0.5, 99.5]) if len(liked) + len(other) else (0.0, 1.0)
+    parts = [(np.asarray(other, float), f"other unseen movies ({len(other):,})"),
+             (np.asarray(liked, float), f"held-out liked movies ({len(liked):,})")]
+    ends = np.array([np.percentile(v, [0.5, 99.5]) for v, _ in parts if len(v)]).reshape(-1, 2)
+    low, high = (ends[:, 0].min(), ends[:, 1].max()) if len(ends) else (0.0, 1.0)
     bins = np.linspace(low, high if high > low else low + 1, 41)
-    for values, label in ((other, f"other unseen movies ({len(other):,})"), (liked, f"held-out liked movies ({len(liked):,})")):
-        ax.hist(np.clip(values, bins[0], bins[-1]), bins=bins, weights=np.full(len(values), 1 / max(len(values), 1)),
-                alpha=0.6, label=label)
+    for values, label in parts:  # shares of all values of a part; the few beyond the range are not drawn
+        ax.hist(values, bins=bins, weights=np.full(len(values), 1 / max(len(values), 1)), alpha=0.6, label=label)
     ax.set(xlabel="model score (higher = recommended first)", ylabel="share of movies", title=title)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     ax.legend(fontsize=8)

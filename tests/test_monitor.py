@@ -40,7 +40,8 @@ def session_hparams(acc: EventAccumulator) -> dict:
 
 def test_run_name_carries_the_model_and_key_overrides():
     overrides = ["model=cf", "model.rank=32", "data.root=/data/ml-1m", "run.progress=false", "model.l2=0.9"]
-    assert run_name("cf", overrides) == "cf model.rank=32 model.l2=0.9"
+    assert run_name("cf", overrides) == "cf data=ml-1m model.rank=32 model.l2=0.9"
+    assert run_name("item_knn", ["model=item_knn", "model.k=50"]) == "item_knn model.k=50"
     assert "/" not in run_name("cf", ["data=movielens", "eval.ks=[10,50]", "x=a/b"])
 
 
@@ -54,7 +55,7 @@ def test_a_run_logs_final_metrics_once_in_hparams(tmp_path):
     scalars = set(acc.Tags()["scalars"])
     assert {"train/loss", "train/loss_data", "train/loss_reg", "valid/rmse", "hparam/rmse", "hparam/recall@50"} <= scalars
     assert not [t for t in scalars if t.startswith("test/")]  # final metrics are not one-point charts
-    assert not {"hparam/n_train", "hparam/n_test", "hparam/eval_seconds"} & scalars
+    assert not {"hparam/n_train", "hparam/n_test", "hparam/eval_seconds", "hparam/coverage@10"} & scalars
     assert "train/lr" not in scalars  # a constant learning rate is not charted
     state, _ = load_train_state(tmp_path)
     if "loss_per_rating" in state["history"][-1]:  # the trainer's mean loss per rating, beside the sum
