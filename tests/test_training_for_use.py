@@ -55,3 +55,16 @@ def test_hydra_gets_the_validation_rmse_first():
     assert objective({"valid_rmse": 0.8, "rmse": 0.9}) == 0.8
     assert objective({"rmse": 0.9}) == 0.9
     assert objective({"recall@50": 0.5}) is None and objective(None) is None
+
+
+def test_compare_refuses_split_none_before_any_fit(tmp_path):
+    import pytest
+
+    from cfrec.apps.compare import compare
+    from cfrec.errors import ConfigError
+
+    with initialize_config_module("cfrec.conf", version_base="1.3"):
+        cfg = OmegaConf.to_container(compose("compare", overrides=[*TINY[:5], "split=none"]), resolve=True)
+    with pytest.raises(ConfigError, match="split"):
+        compare(cfg, tmp_path)
+    assert not list(tmp_path.iterdir())
