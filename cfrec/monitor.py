@@ -40,12 +40,13 @@ _RUN_KEYS = {"resume", "progress", "device", "distributed"}
 
 def run_name(label: str, overrides: Sequence[str] = ()) -> str:
     """``cf model.rank=32 model.l2=0.9``: the model and the command line's key overrides, as a
-    folder name (paths and run plumbing left out, ``/`` replaced, at most 120 characters)."""
+    folder name (paths and run plumbing left out, characters no OS allows in a name replaced by
+    ``_``, at most 120 characters)."""
     roots = [Path(o.split("=", 1)[1]).name for o in overrides if o.startswith("data.root=")]
     kept = [o for o in overrides if not o.startswith(_NOT_IN_NAME) and not o.startswith("model=")]
     if roots:  # data=movielens data.root=/path/ml-100k → data=ml-100k
         kept = [f"data={roots[-1]}", *[o for o in kept if not o.startswith("data=")]]
-    name = " ".join([label, *kept]).replace("/", "_").replace("\\", "_")
+    name = re.sub(r'[<>:"|?*/\\]', "_", " ".join([label, *kept]))  # a folder name on every OS
     return name[:120].strip() or "run"
 
 

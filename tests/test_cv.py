@@ -47,7 +47,9 @@ def test_every_fold_and_mean_and_std(tmp_path, capsys):
     assert "mean ± std" in (tmp_path / "cv.md").read_text() and "mean ± std" in capsys.readouterr().out
     assert (tmp_path / "fold_2" / ".hydra" / "overrides.yaml").read_text().strip().endswith("split.fold=2")
     listed = list_runs(tmp_path)
-    assert {"fold_0", "fold_1", "fold_2"} <= set(listed.run) and set(listed.status) == {"ok"}
+    status = dict(zip(listed.run, listed.status))
+    assert status.pop(str(tmp_path)) == "ok (3-fold cv, means)"
+    assert status == {"fold_0": "ok", "fold_1": "ok", "fold_2": "ok", "single": "ok"}
 
 
 def test_summary_statistics_and_wrong_split():

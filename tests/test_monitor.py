@@ -42,7 +42,7 @@ def test_run_name_carries_the_model_and_key_overrides():
     overrides = ["model=cf", "model.rank=32", "data.root=/data/ml-1m", "run.progress=false", "model.l2=0.9"]
     assert run_name("cf", overrides) == "cf data=ml-1m model.rank=32 model.l2=0.9"
     assert run_name("item_knn", ["model=item_knn", "model.k=50"]) == "item_knn model.k=50"
-    assert "/" not in run_name("cf", ["data=movielens", "eval.ks=[10,50]", "x=a/b"])
+    assert run_name("cf", ["eval.ks=[10,50]", "x=a/b:c"]) == "cf eval.ks=[10,50] x=a_b_c"
 
 
 def test_a_run_logs_final_metrics_once_in_hparams(tmp_path):

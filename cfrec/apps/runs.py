@@ -7,7 +7,8 @@
 One row per run folder: when it started, model, data, the main metrics where the run has them
 (rmse, recall@50, ndcg@10; ranking-only models have no rmse) and its status:
 
-- ``ok``: ``metrics.json`` is there;
+- ``ok``: ``metrics.json`` is there (``ok (5-fold cv, means)`` for a ``cfrec-cv`` folder, whose
+  metrics are the means over its folds, listed below it as ``fold_<f>``);
 - ``FAILED: message``: the run stopped on an error (its ``FAILED`` file holds the message);
 - ``running``: no metrics yet, but its log or training state changed in the last few minutes;
 - ``incomplete``: no metrics and nothing written lately (killed, or stopped by Ctrl-C).
@@ -55,7 +56,8 @@ def status(run_dir: Path, now: float | None = None) -> str:
         lines = failed.read_text(errors="replace").strip().splitlines()
         return "FAILED: " + (lines[0] if lines else "(no message)")
     if (run_dir / "metrics.json").is_file():
-        return "ok"
+        cv = run_dir / "cv.json"
+        return f"ok ({json.loads(cv.read_text()).get('n_folds', '?')}-fold cv, means)" if cv.is_file() else "ok"
     now = time.time() if now is None else now
     latest = max((p.stat().st_mtime for p in run_dir.iterdir() if p.is_file()), default=0.0)
     tb = run_dir / "tb"
