@@ -43,11 +43,15 @@ class Checkpoint:
     meta: dict[str, Any]
 
 
-def save_model(model: Recommender, train: Ratings, folder: str | Path, trained_on: str | None = None) -> Path:
+def save_model(model: Recommender, train: Ratings, folder: str | Path, config_name: str | None = None,
+               trained_on: str | None = None) -> Path:
     """Write ``model.pt`` and ``model.json`` for a fitted ``model`` into ``folder``.
 
-    ``trained_on`` (e.g. "train split (90% of each user's ratings)") is recorded in model.json;
-    the checkpoint's ``seen`` matrix is ``train``, so recommendations exclude exactly those ratings.
+    ``model.json`` names the model by ``config_name`` (the preset it was configured by, e.g.
+    ``cf_weighted``; default: its class's registered name, kept under ``class``) and records what
+    it declares: whether it predicts ratings and what its ranking scores are. ``trained_on``
+    (e.g. "train split (90% of each user's ratings; ...)") says what it saw; the checkpoint's
+    ``seen`` matrix is ``train``, so recommendations exclude exactly those ratings.
     """
     folder = Path(folder)
     seen = train.to_csr()
@@ -57,7 +61,10 @@ def save_model(model: Recommender, train: Ratings, folder: str | Path, trained_o
     meta: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
-        "model": model.name,
+        "model": config_name or model.name,
+        "class": model.name,
+        "predicts_ratings": bool(model.predicts_ratings),
+        "ranks_by": model.ranks_by,
         "config": model.config(),
         "shape": model.shape_meta(),
         "data": train.name,
@@ -91,7 +98,7 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> Checkp
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
         raise CheckpointError(f"{tensor_path}: not a plain-tensor checkpoint ({err})") from None
     try:
-        cls = model_class(meta["model"])
+        cls = model_class(meta.get("class", meta["model"]))
     except KeyError as err:
         raise CheckpointError(f"{folder / META}: {err.args[0]}") from None
     model = cls(**meta["config"])

@@ -33,7 +33,7 @@ _NOT_IN_NAME = ("hydra.", "run.", "data.root=", "data.path=", "train.resume=", "
                 "device=", "train.device=")
 # metrics.json keys shown in HParams (one chart each in Time Series too, so only the main ones;
 # precision, hit rate, coverage, counts and timings stay in metrics.json).
-HPARAM_METRICS = re.compile(r"^(rmse|mae|accuracy|recall@\d+|ndcg@\d+|valid_rmse|fit_seconds)$")
+HPARAM_METRICS = re.compile(r"^(rmse|mae|accuracy|recall@\d+|ndcg@\d+|valid_(rmse|recall@\d+|ndcg@\d+)|fit_seconds)$")
 # train keys that steer the run rather than the optimisation: not hyper-parameters.
 _RUN_KEYS = {"resume", "progress", "device", "distributed"}
 

@@ -70,17 +70,8 @@ class TrainedModel:
         return out
 
     def _fallback(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """μ (+ b_u of a known user) (+ b_i of a known movie) for pairs the model cannot score."""
-        state = self.model.state()
-        if "mean" not in state:  # models without a bias baseline: the middle of the rating range
-            low, high = self.model.rating_range or (1.0, 5.0)
-            return np.full(len(users), (low + high) / 2, dtype=np.float32)
-        value = np.full(len(users), float(state["mean"]), dtype=np.float32)
-        for codes, key in ((users, "user_bias"), (items, "item_bias")):
-            if key in state:
-                known = codes >= 0
-                value[known] += state[key].numpy()[codes[known]]
-        return np.clip(value, *(self.model.rating_range or (-np.inf, np.inf)))
+        """What the model declares for pairs it cannot score (its bias baseline, or the mean rating)."""
+        return self.model.fallback_predict(users, items)
 
     # -- new users ------------------------------------------------------------------------
     def fold_in(self, ratings: Mapping[object, float]) -> "NewUser":

@@ -51,10 +51,10 @@ def test_an_evaluation_runs_model_says_it_saw_the_train_split(tmp_path):
     assert meta["n_train"] == json.loads((tmp_path / "metrics.json").read_text())["n_train"] < 3000
 
 
-def test_hydra_gets_the_validation_rmse_first():
-    assert objective({"valid_rmse": 0.8, "rmse": 0.9}) == 0.8
-    assert objective({"rmse": 0.9}) == 0.9
-    assert objective({"recall@50": 0.5}) is None and objective(None) is None
+def test_hydra_gets_the_monitored_validation_metric_never_a_test_metric():
+    assert objective({"valid_rmse": 0.8, "rmse": 0.9, "monitor": "valid_rmse"}) == 0.8
+    assert objective({"valid_ndcg@10": 0.3, "monitor": "valid_ndcg@10"}) == 0.3
+    assert objective({"rmse": 0.9}) is None and objective(None) is None
 
 
 def test_compare_refuses_split_none_before_any_fit(tmp_path):

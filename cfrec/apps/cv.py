@@ -9,7 +9,8 @@ and evaluated exactly as ``cfrec-train split=kfold split.fold=f`` would, into ``
 the run folder. The run folder then holds ``cv.json`` (every fold's metrics, their mean and
 standard deviation), ``cv.md`` (the same as a table, also printed) and ``metrics.json`` (the
 means, so ``cfrec-runs`` lists the whole cross-validation as one run). Hydra receives the mean
-validation RMSE (else the mean test RMSE), so sweepers can tune on cross-validated scores.
+of the validation metric the folds were monitored on (``valid_rmse`` for cf; never a test
+metric), so sweepers can tune on cross-validated scores.
 """
 
 from __future__ import annotations
@@ -86,8 +87,10 @@ def cross_validate(cfg: Mapping[str, Any], run_dir: str | Path, label: str | Non
     title = f"{summary['model']} on {summary['data']}, {n_folds}-fold cross-validation (mean ± sample std)\n\n"
     with atomic_path(run_dir / "cv.md") as tmp:
         tmp.write_text(title + to_markdown(table))
-    write_json(run_dir / "metrics.json", {"model": summary["model"], "data": summary["data"],
-                                          "cv_folds": n_folds, **mean, **{f"{k}_std": v for k, v in std.items()}})
+    monitor = {"monitor": folds[0]["monitor"]} if folds[0].get("monitor") else {}
+    write_json(run_dir / "metrics.json", {"model": summary["model"], "data": summary["data"], "cv_folds": n_folds,
+                                          **mean, **{f"{k}_std": v for k, v in std.items()}, **monitor})
+    summary["mean"].update(monitor)
     print(title + table.to_string(index=False))
     return summary
 
@@ -102,7 +105,7 @@ def _describe_fold(fold_dir: Path, cfg: Mapping[str, Any], overrides: Sequence[s
 
 @hydra.main(config_path="../conf", config_name="cv", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    """Mean validation RMSE over the folds (else mean test RMSE), for Hydra sweepers."""
+    """Mean over the folds of the monitored validation metric (see `cfrec.apps.train.objective`)."""
     hydra_cfg = HydraConfig.get()
     summary = cross_validate(OmegaConf.to_container(cfg, resolve=True), hydra_cfg.runtime.output_dir,
                              label=hydra_cfg.runtime.choices.get("model"), overrides=list(hydra_cfg.overrides.task))

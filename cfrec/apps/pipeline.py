@@ -29,6 +29,7 @@ from cfrec.models.registry import build_model
 from cfrec.index import HNSWIndex
 from cfrec.monitor import TensorBoardLogger, overrides_of, run_hparams, run_name
 from cfrec.train import distributed
+from cfrec.train.config import monitor_mode
 from cfrec.serving import ITEM_INDEX, USER_INDEX
 
 log = logging.getLogger(__name__)
@@ -116,11 +117,11 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, label: str | None = None) -
             "model": label, "data": train.name.removesuffix("/train"), "fit_seconds": fit_seconds,
             "eval_seconds": time.perf_counter() - start, "n_train": len(train), "n_dropped": split.n_dropped,
         })
-    metrics.update(validation_summary(model))
+    metrics.update(validation_summary(model, (cfg.get("train") or {}).get("monitor", "auto")))
     write_json(run_dir / "metrics.json", metrics)
     log.info("%s: %s", label, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
     if options.get("save_model", True):
-        save_model(model, train, run_dir, trained_on=describe_split(cfg["split"]))
+        save_model(model, train, run_dir, config_name=label, trained_on=describe_split(cfg["split"]))
     if options.get("build_index", True):
         build_indexes(model, cfg.get("index", {}), run_dir)
     if options.get("plots", True):
@@ -133,14 +134,22 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, label: str | None = None) -
     return metrics
 
 
-def validation_summary(model: Recommender) -> dict[str, float]:
-    """The best epoch's validation metrics of a learned model (``valid_rmse`` sorts sweeps)."""
+def validation_summary(model: Recommender, monitor: str = "auto") -> dict[str, Any]:
+    """A learned model's validation metrics at its best epoch, as ``valid_*`` keys, and which one
+    chose that epoch (``monitor``: e.g. ``valid_rmse``, lower is better; ``valid_ndcg@10``, higher).
+    Sweeps sort on it; no test metric ever does."""
     history = getattr(model, "history", None) or []
-    scored = [row for row in history if "val_rmse" in row]
-    if not scored:
+    if isinstance(model, FactorModel) and monitor == "auto":
+        monitor = model.monitor
+    scored = [row for row in history if monitor in row]
+    if not scored or monitor == "loss":
         return {}
-    best = min(scored, key=lambda row: row["val_rmse"])
-    return {"valid_rmse": best["val_rmse"], "valid_accuracy": best["val_accuracy"], "epochs_run": len(history)}
+    pick = min if monitor_mode(monitor) == "min" else max
+    best = pick(scored, key=lambda row: row[monitor])
+    summary: dict[str, Any] = {f"valid_{k[4:]}": v for k, v in best.items() if k.startswith("val_")}
+    summary.update({"monitor": f"valid_{monitor[4:]}", "monitor_mode": monitor_mode(monitor),
+                    "best_epoch": int(best["epoch"]), "epochs_run": len(history)})
+    return summary
 
 
 def build_indexes(model: Recommender, params: Mapping[str, Any], run_dir: Path) -> None:
@@ -153,15 +162,17 @@ def build_indexes(model: Recommender, params: Mapping[str, Any], run_dir: Path) 
 
 
 def write_plots(model: Recommender, train: Ratings, test: Ratings, run_dir: Path, label: str, device) -> None:
-    """Rating distribution, error histogram and true-vs-predicted PNGs of one model (ranking plots
-    for a ranking-only model; the rating distribution and training curves alone without a test set)."""
+    """Rating distribution, error histogram and true-vs-predicted PNGs of one model (rating
+    plots only for a model that predicts ratings, ranking plots for the others; the rating
+    distribution and training curves alone without a test set), and its training curves."""
     if len(test) == 0 or not model.predicts_ratings:
         write_untested_or_ranking_plots(model, train, test, run_dir, label, device)
         return
-    pred = predict_pairs(model, test.users, test.items, device=device).numpy()
     plots.rating_distribution(train.values, test.values, run_dir / "rating_distribution.png")
-    plots.error_histograms({label: pred - test.values}, run_dir / "prediction_errors.png")
-    plots.true_vs_predicted(test.values, pred, run_dir / "true_vs_predicted.png", label)
+    if model.predicts_ratings:
+        pred = predict_pairs(model, test.users, test.items, device=device).numpy()
+        plots.error_histograms({label: pred - test.values}, run_dir / "prediction_errors.png")
+        plots.true_vs_predicted(test.values, pred, run_dir / "true_vs_predicted.png", label)
     history = getattr(model, "history", None)
     if history:
         plots.training_curves(history, run_dir / "training_curves.png")

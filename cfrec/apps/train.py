@@ -11,7 +11,7 @@ from cfrec.apps.pipeline import run
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    """The run's objective for Hydra sweepers (e.g. Optuna, ``conf/hparams_search/``): see `objective`."""
+    """The run's validation metric, for Hydra's sweepers (see `objective`)."""
     hydra_cfg = HydraConfig.get()
     metrics = run(OmegaConf.to_container(cfg, resolve=True), hydra_cfg.runtime.output_dir,
                   label=hydra_cfg.runtime.choices.get("model"))
@@ -19,15 +19,13 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def objective(metrics: dict | None) -> float | None:
-    """Validation RMSE where training validated (``valid_rmse``), else test RMSE; None when the run
-    has neither (a ranking-only model without validation, ``split=none`` without validation, or a
-    torchrun rank other than 0)."""
-    if metrics is None:
+    """The validation metric a run was monitored on (``valid_rmse`` — lower is better — or
+    ``valid_ndcg@10``, higher, as ``metrics.json``'s ``monitor`` says). None where nothing was
+    validated (models without training, ``train.val_fraction=0``, ranks other than 0): a test
+    metric is never returned, so no sweep can tune on test."""
+    if metrics is None or not metrics.get("monitor") or metrics.get(metrics["monitor"]) is None:
         return None
-    for key in ("valid_rmse", "rmse"):
-        if metrics.get(key) is not None:
-            return float(metrics[key])
-    return None
+    return float(metrics[metrics["monitor"]])
 
 
 if __name__ == "__main__":
