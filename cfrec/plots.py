@@ -93,15 +93,20 @@ def metric_bars(names: Sequence[str], values: Mapping[str, Sequence[float]], pat
 
 def training_curves(history: Sequence[Mapping[str, float]], path: str | Path) -> Path:
     """Per-epoch curves: the loss J and its terms (sums over the training ratings), the mean loss
-    per training rating where the trainer reports it, and the validation metrics (``val_…``)."""
+    per training rating where the trainer reports it, and the validation metrics (``val_…``:
+    rating errors and ranking metrics in separate panels)."""
     epochs = np.arange(1, len(history) + 1)
     keys = sorted({k for row in history for k in row})
     panels = [("training loss J (sum)", [k for k in keys if k.startswith("loss") and k != "loss_per_rating"], "J")]
     if "loss_per_rating" in keys:
         panels.append(("training loss per rating", ["loss_per_rating"], "J / training ratings"))
     val_keys = [k for k in keys if k.startswith("val_")]
-    if val_keys:
-        panels.append(("validation (held-out slice of train)", val_keys, "value"))
+    ranking = [k for k in val_keys if k.startswith(("val_recall", "val_ndcg"))]
+    rating = [k for k in val_keys if k not in ranking]
+    if rating:
+        panels.append(("validation: ratings (held-out slice of train)", rating, "value"))
+    if ranking:
+        panels.append(("validation: ranking (held-out slice of train)", ranking, "mean over users"))
     fig = Figure(figsize=(5 * len(panels), 3.6))
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
     for ax, (title, series, ylabel) in zip(axes, panels):
