@@ -123,7 +123,7 @@ class TrainedModel:
             if path is not None and path.is_file():
                 self._indexes[side] = HNSWIndex.load(path)
             else:
-                self._indexes[side] = HNSWIndex().build(self.vectors(side))
+                self._indexes[side] = HNSWIndex(space=self.model.vector_similarity).build(self.vectors(side))
         return self._indexes[side]
 
     def vectors(self, side: str) -> torch.Tensor:

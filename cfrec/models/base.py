@@ -39,6 +39,7 @@ class Recommender:
     rating_range: tuple[float, float] | None = None  # predictions are clipped into it when set
     predicts_ratings: bool = True  # False where scores rank items but are not ratings (RMSE does not apply)
     ranks_by: str = "rating"  # what ``score`` returns: predicted ratings, or a "preference" score
+    vector_similarity: str = "cosine"  # how ``user_vectors`` / ``item_vectors`` compare ("similar movies")
     train_mean: float = 0.0  # the mean training rating (the last-resort fallback)
 
     # -- to implement -------------------------------------------------------------------

@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # the models import the objectives
 RANKING_KS = (10, 50)  # validation Recall@K and NDCG@K of ranking objectives
 RATING_KEYS = ("val_rmse", "val_mae", "val_accuracy")
 RANKING_KEYS = tuple(f"val_{name}@{k}" for k in RANKING_KS for name in ("recall", "ndcg"))
-MAX_VALIDATION_USERS = 5000  # ranking validation scores at most this many users (a seeded sample)
+MAX_VALIDATION_USERS = 2000  # ranking validation scores at most this many users (a fixed sample)
 
 
 class NotSupported(CfrecError, NotImplementedError):
