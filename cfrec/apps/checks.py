@@ -31,6 +31,7 @@ SPLIT_KEYS = {
     "random": ("test_ratio", "seed"),
     "temporal": ("n_last", "min_ratings"),
     "kfold": ("n_folds", "fold", "seed", "min_ratings"),
+    "none": (),  # no test set: fitted on every rating, nothing evaluated
 }
 SYNTHETIC_INTS = {"n_users": 1, "n_items": 1, "n_ratings": 1, "rank": 1, "seed": 0}
 SYNTHETIC_MIN_RATINGS = 5  # cfrec.data.synthetic gives every user at least this many ratings
@@ -229,6 +230,10 @@ def check_compare(section: Mapping[str, Any]) -> None:
 def check_against_data(cfg: Mapping[str, Any], split: Split, learned: bool) -> None:
     """What depends on the data, before any fit: test set, ks, like threshold, dense layout."""
     train, test = split
+    if cfg["split"].get("name") == "none":  # nothing is evaluated: only the training data must exist
+        if len(train) == 0:
+            raise ConfigError("data", "holds no ratings to fit on")
+        return
     if len(train) == 0 or len(test) == 0:
         part = "training" if len(train) == 0 else "test"
         raise ConfigError("split", f"the {part} set is empty ({len(train) + len(test)} ratings of "

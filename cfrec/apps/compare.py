@@ -91,6 +91,8 @@ def compare(cfg: Mapping[str, Any], run_dir: str | Path) -> pd.DataFrame:
             raise ConfigError("compare.only", f"no entries named {sorted(missing)}")
         entries = {k: v for k, v in entries.items() if k in settings["only"]}
     device = resolve_device(str(cfg.get("device", "auto")))
+    if cfg["split"].get("name") == "none":
+        raise ConfigError("split", "none holds out no test set, and cfrec-compare measures on one; use a split")
     specs = {label: model_entry(label, entry, cfg.get("train")) for label, entry in entries.items()}
     models = {label: make_model(options, device) for label, (options, _) in specs.items()}  # all valid before work
     split = load_split(cfg)

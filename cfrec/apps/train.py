@@ -56,19 +56,13 @@ def interrupted_after_fit(run_dir: Path) -> RunStopped:
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> float | None:
-    """The run's validation metric, for Hydra's sweepers (``valid_rmse`` — lower is better — or
-    ``valid_ndcg@10``, higher, as ``metrics.json``'s ``monitor`` says). None where nothing was
-    validated (models without training, ``train.val_fraction=0``, ranks other than 0) and for a
-    failed job: a test metric is never returned, so no sweep can tune on test."""
+    """The run's validation metric, for Hydra's sweepers (see `objective`); None for a failed job."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     label = hydra_cfg.runtime.choices.get("model")
 
     def job() -> float | None:
-        metrics = train(OmegaConf.to_container(cfg, resolve=True), run_dir, label)
-        if metrics is None or "monitor" not in metrics:
-            return None
-        return float(metrics[metrics["monitor"]])
+        return objective(train(OmegaConf.to_container(cfg, resolve=True), run_dir, label))
 
     return guard.run_job(job, run_dir, multirun=hydra_cfg.mode == RunMode.MULTIRUN)
 
@@ -78,6 +72,16 @@ def main() -> None:
     guard.set_app(APP)
     hydra_main()
     sys.exit(guard.exit_code())
+
+
+def objective(metrics: dict | None) -> float | None:
+    """The validation metric a run was monitored on (``valid_rmse`` — lower is better — or
+    ``valid_ndcg@10``, higher, as ``metrics.json``'s ``monitor`` says). None where nothing was
+    validated (models without training, ``train.val_fraction=0``, ranks other than 0): a test
+    metric is never returned, so no sweep can tune on test."""
+    if metrics is None or not metrics.get("monitor") or metrics.get(metrics["monitor"]) is None:
+        return None
+    return float(metrics[metrics["monitor"]])
 
 
 if __name__ == "__main__":
