@@ -28,6 +28,7 @@ from cfrec.models.factor import FactorModel
 from cfrec.models.registry import build_model
 from cfrec.index import HNSWIndex
 from cfrec.monitor import TensorBoardLogger
+from cfrec.threads import configure_run_threads
 from cfrec.train import distributed
 from cfrec.serving import ITEM_INDEX, USER_INDEX
 
@@ -67,6 +68,7 @@ def make_model(options: Mapping[str, Any], device: torch.device) -> Recommender:
 
 def load_split(cfg: Mapping[str, Any]) -> Split:
     """Data and split of a run (the seed set first)."""
+    configure_run_threads(cfg)
     torch.manual_seed(int(cfg.get("seed", 42)))
     return make_split(load_data(cfg["data"]), cfg["split"])
 
