@@ -88,3 +88,21 @@ def test_train_config_field() -> None:
     assert TrainConfig.from_dict({"threads": 2}).threads == 2
     with pytest.raises(ConfigError, match=r"^threads: "):
         TrainConfig.from_dict({"threads": -2})
+
+
+def test_train_app_applies_and_logs_train_threads(tmp_path) -> None:
+    """cfrec-train with train.threads=2 over threads=1: the run's log names the choice; a bad value stops the run."""
+    import os
+
+    tiny = ["data=synthetic", "data.n_users=60", "data.n_items=40", "data.n_ratings=800", "run.progress=false",
+            "model=bias", "run.plots=false", "run.tensorboard=false", "run.build_index=false"]
+    env = {k: v for k, v in os.environ.items() if k != threads.ENV}
+    done = subprocess.run([sys.executable, "-m", "cfrec.apps.train", *tiny, "threads=1", "train.threads=2",
+                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "torch threads: 2 (from train.threads; CFREC_THREADS or train.threads=N to change)" in log
+    bad = subprocess.run([sys.executable, "-m", "cfrec.apps.train", *tiny, "threads=many", f"hydra.run.dir={tmp_path / 'bad'}"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "threads: must be a positive integer" in bad.stderr + bad.stdout
