@@ -83,6 +83,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
                         target = target.setdefault("other_data", {}).setdefault(label, {})
                     target.update(found)
                 runner.forget(label)
+                report.write_text(args.out / "partial.json", json.dumps(result, indent=2) + "\n")  # survives a stop
         if "scaling" in args.sections:
             for shape in args.scaling_shape:
                 for device, curve in run_scaling(runner, devices, args, shape).items():

@@ -240,6 +240,7 @@ def measure_peers(
                 rows[name]["error"] = f"{type(err).__name__}: {err}"
                 fitters.pop(name)
                 continue
+            print(f"  round {repeat + 1}: {name} {elapsed:.1f} s", flush=True)
             if repeat >= warmup:
                 seconds[name].append(elapsed)
     for name, model in models.items():
