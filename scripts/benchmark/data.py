@@ -123,12 +123,25 @@ def train_options(preset: str) -> dict[str, Any]:
     return {**options, "progress": False}
 
 
+def model_preset(preset: str) -> dict[str, Any]:
+    """``conf/model/<preset>.yaml`` with its defaults list applied (e.g. ``objective: joint`` →
+    the ``objective`` key holds ``conf/model/objective/joint.yaml``), as Hydra composes it."""
+    options = _conf("model", preset)
+    for default in options.pop("defaults", None) or []:
+        if isinstance(default, dict):
+            for group, choice in default.items():
+                options[group] = {**_conf(f"model/{group}", str(choice)), **(options.get(group) or {})}
+    return options
+
+
 def new_model(entry: dict[str, Any], device: str) -> tuple[Recommender, dict[str, Any]]:
-    """An unfitted model from ``{"model": preset, **overrides}`` (the preset's defaults, overridden)
-    and its training options."""
+    """An unfitted model from ``{"model": preset, **overrides}`` (the preset's defaults, overridden;
+    a dict override of a group such as ``objective`` updates its keys) and its training options."""
     entry = dict(entry)
     preset = entry.pop("model")
-    options = {**_conf("model", preset), **entry}
+    options = model_preset(preset)
+    for key, value in entry.items():
+        options[key] = {**options[key], **value} if isinstance(value, dict) and isinstance(options.get(key), dict) else value
     name = str(options.pop("name", preset))
     return build_model(name, options, device=device), train_options(preset)
 

@@ -217,7 +217,7 @@ def measure_peers(
     fitters: dict[str, Callable[[], Recommender]] = {}
     for name in cfrec_models if cfrec_models is not None else CFREC_MODELS:
         fitters[f"cfrec {name}"] = lambda name=name: fit_fresh({"model": name}, train, device)
-        rows[f"cfrec {name}"] = {"library": "cfrec", "kind": "ranking" if name == "cf_weighted" else "rating"}
+        rows[f"cfrec {name}"] = {"library": "cfrec", "kind": None}  # known once fitted
     for name in peers if peers is not None else PEERS:
         kind, package, fitter = PEERS[name]
         version = available(package)
@@ -248,6 +248,8 @@ def measure_peers(
             continue
         quality = evaluate(model, train, test, ks=sorted({10, k}), device=device)
         keys = ("rmse", "mae", "accuracy", "recall@10", f"recall@{k}", "ndcg@10", f"ndcg@{k}", "n_ranking_users")
+        if rows[name]["kind"] is None:
+            rows[name]["kind"] = "rating" if model.predicts_ratings else "ranking"
         rows[name].update(fit=bt.summarize(seconds[name]), predicts_ratings=bool(model.predicts_ratings),
                           quality={key: quality[key] for key in keys if key in quality})
     return {"threads": threads, "k": k, "rows": rows}

@@ -66,7 +66,7 @@ def models_table(models: dict[str, Any], k: int) -> str:
         q = r["quality"]
         if not _predicts_ratings(r):
             scores_only.append(name)
-        rating = (lambda key: "n/a") if name in scores_only else (lambda key: _fmt(q[key], 4))
+        rating = (lambda key: "n/a") if name in scores_only else (lambda key: _fmt(q.get(key), 4))
         rows.append({
             "model": name, "RMSE": rating("rmse"), "MAE": rating("mae"), "accuracy": rating("accuracy"),
             "Recall@10": _fmt(q["recall@10"], 4), f"Recall@{k}": _fmt(q[f"recall@{k}"], 4), "NDCG@10": _fmt(q["ndcg@10"], 4),
@@ -89,7 +89,7 @@ def peers_table(peers: dict[str, Any], k: int) -> str:
             rows.append({"model": label, "kind": r.get("kind", ""), "fit s": r.get("error") or r.get("skipped")})
             continue
         q = r["quality"]
-        rating = (lambda key: _fmt(q[key], 4)) if r["predicts_ratings"] else (lambda key: "n/a")
+        rating = (lambda key: _fmt(q.get(key), 4)) if r["predicts_ratings"] else (lambda key: "n/a")
         rows.append({"model": label, "kind": r["kind"], "fit s": _timing(r["fit"]), "RMSE": rating("rmse"),
                      "accuracy": rating("accuracy"), "Recall@10": _fmt(q["recall@10"], 4),
                      f"Recall@{k}": _fmt(q[f"recall@{k}"], 4), "NDCG@10": _fmt(q["ndcg@10"], 4)})

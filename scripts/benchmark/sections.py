@@ -56,14 +56,15 @@ def measure_model(train: Ratings, test: Ratings, *, name: str, device: str, repe
     except ConfigError as err:
         return {"skipped": f"{name}: {err}"}
     fit, model = bt.time_repeats(lambda: fit_fresh({"model": name}, train, device), repeats, warmup, device)
-    speed = bt.prediction_speed(model, test, repeats, warmup, device)
+    rates = bool(model.predicts_ratings)  # ranking-only models have no rating predictions to time
+    speed = bt.prediction_speed(model, test, repeats, warmup, device) if rates else {"timing": None, "us_per_pair": None}
     rank, ranked = bt.time_repeats(lambda: ranking_metrics(model, train, test, ks=(k,), device=device), repeats, warmup, device)
     quality = evaluate(model, train, test, ks=sorted({10, k}), device=device)
     keys = ("rmse", "mae", "accuracy", "recall@10", f"recall@{k}", "ndcg@10", "n_test", "n_ranking_users")
     return {
-        "config": model.config(), "predicts_ratings": bool(model.predicts_ratings), "fit": fit,
+        "config": model.config(), "predicts_ratings": rates, "fit": fit,
         "predict": speed["timing"], "us_per_pair": speed["us_per_pair"], "rank": rank,
-        "rank_users": ranked["n_ranking_users"], "quality": {key: quality[key] for key in keys},
+        "rank_users": ranked["n_ranking_users"], "quality": {key: quality[key] for key in keys if key in quality},
     }
 
 
