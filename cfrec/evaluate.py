@@ -59,7 +59,8 @@ def evaluate(
 ) -> dict[str, float]:
     """Metrics of a fitted ``model`` on ``test``, plus timings, as a flat dict.
 
-    Keys: ``rmse``, ``mae``, ``accuracy``, ``n_test``, ``predict_seconds`` and, with
+    Keys: ``rmse``, ``mae``, ``accuracy``, ``predict_seconds`` (models that predict ratings
+    only), ``n_test`` and, with
     ``ranking``, ``recall@K``, ``precision@K``, ``ndcg@K``, ``hit_rate@K``, ``coverage@K`` for
     each K, ``n_ranking_users``, ``rank_seconds``. ``limit`` restricts the rating metrics to the
     first ``limit`` test pairs; ranking always uses every test user.
@@ -69,16 +70,17 @@ def evaluate(
     if not ks or min(ks) < 1:
         raise ValueError(f"ks must be positive integers, got {list(ks)}")
     n = len(test) if limit is None else min(limit, len(test))
-    start = time.perf_counter()
-    pred = predict_pairs(model, test.users[:n], test.items[:n], batch_size=batch_size, device=device)
-    true = torch.as_tensor(test.values[:n])
-    result: dict[str, float] = {
-        "rmse": metrics.rmse(pred, true),
-        "mae": metrics.mae(pred, true),
-        "accuracy": metrics.accuracy(pred, true, tolerance),
-        "n_test": n,
-        "predict_seconds": time.perf_counter() - start,
-    }
+    result: dict[str, float] = {"n_test": n}
+    if model.predicts_ratings:  # a ranking-only model's scores are not ratings: no rating error
+        start = time.perf_counter()
+        pred = predict_pairs(model, test.users[:n], test.items[:n], batch_size=batch_size, device=device)
+        true = torch.as_tensor(test.values[:n])
+        result.update({
+            "rmse": metrics.rmse(pred, true),
+            "mae": metrics.mae(pred, true),
+            "accuracy": metrics.accuracy(pred, true, tolerance),
+            "predict_seconds": time.perf_counter() - start,
+        })
     if ranking:
         start = time.perf_counter()
         result.update(ranking_metrics(

@@ -6,73 +6,18 @@ validates it before any heavy work, naming the offending key in a `ConfigError`.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
-from cfrec.data import (
-    Ratings, Split, fetch, kfold_split, per_user_split, random_split, read_movielens, read_ratings,
-    synthetic, temporal_split,
-)
-from cfrec.data.download import RELEASES
-from cfrec.data.movielens import detect_layout
+from cfrec.data import Ratings, Split, kfold_split, per_user_split, random_split, temporal_split
+from cfrec.data.sources import check_data as check_data_source  # the data-source registry decides
+from cfrec.data.sources import check_keys as _check_keys
+from cfrec.data.sources import load_data
+from cfrec.data.sources import section_options as _options
 from cfrec.errors import ConfigError
 
-
-def _options(section: Mapping[str, Any], key: str) -> tuple[str, dict[str, Any]]:
-    """(name, the other keys) of a config section; the name is required."""
-    options = dict(section)
-    name = options.pop("name", None)
-    if not name:
-        raise ConfigError(f"{key}.name", "missing")
-    return str(name), options
-
-
-def _check_keys(options: Mapping[str, Any], allowed: set[str], key: str) -> None:
-    for option in options:
-        if option not in allowed:
-            raise ConfigError(f"{key}.{option}", f"unknown option; options: {', '.join(sorted(allowed))}")
-
-
-def check_data_source(section: Mapping[str, Any]) -> None:
-    """Fail fast, before any loading, when a data section cannot possibly be read."""
-    name, options = _options(section, "data")
-    if name == "movielens":
-        root = options.get("root")
-        if not root or root == "???":
-            raise ConfigError("data.root", "set it to a folder laid out like a MovieLens release")
-        try:
-            detect_layout(Path(root))
-        except FileNotFoundError as err:
-            raise ConfigError("data.root", str(err)) from None
-    elif name == "csv":
-        path = options.get("path")
-        if not path or not Path(path).is_file():
-            raise ConfigError("data.path", f"{path!r} is not a file")
-    elif name not in RELEASES and name != "synthetic":
-        known = ", ".join([*RELEASES, "movielens", "csv", "synthetic"])
-        raise ConfigError("data.name", f"unknown data set {name!r}; known: {known}")
-
-
-def load_data(section: Mapping[str, Any]) -> Ratings:
-    """Ratings for a ``data`` config section (see ``conf/data/``)."""
-    check_data_source(section)
-    name, options = _options(section, "data")
-    if name == "synthetic":
-        _check_keys(options, {"n_users", "n_items", "n_ratings", "rank", "noise", "step", "seed"}, "data")
-        return synthetic(**options).ratings
-    if name == "movielens":
-        _check_keys(options, {"root", "on_duplicate"}, "data")
-        return read_movielens(Path(options["root"]), on_duplicate=options.get("on_duplicate", "last"))
-    if name == "csv":
-        _check_keys(options, {"path", "sep", "header", "columns", "integer_ids", "scale", "encoding", "on_duplicate"}, "data")
-        path = Path(options.pop("path"))
-        scale = options.pop("scale", None)
-        return read_ratings(path, scale=None if scale is None else tuple(scale), **options)
-    _check_keys(options, {"root", "download", "on_duplicate"}, "data")
-    folder = fetch(name, options.get("root"), download=options.get("download", True))
-    return read_movielens(folder, on_duplicate=options.get("on_duplicate", "last"), name=name)
+__all__ = ["check_data_source", "load_data", "make_split", "resolve_device"]
 
 
 def make_split(ratings: Ratings, section: Mapping[str, Any]) -> Split:

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from cfrec.errors import CheckpointError, ConfigError
+from cfrec.hnsw_file import check_file
 from cfrec.io import atomic_path, sha256, write_json
 from cfrec.validation import check_choice, check_int
 
@@ -142,7 +143,9 @@ class HNSWIndex:
 
         ``exclude``: a (n,) array of one label per row (e.g. the row itself; −1 excludes
         nothing), or a sparse (n, len(self)) matrix whose row i lists labels to skip for query i.
-        Rows left with fewer than ``k`` results are padded with label −1 and distance +inf.
+        Rows left with fewer than ``k`` results are padded with label −1 and distance +inf. When
+        the graph cannot return that many rows (near all of them, among many identical vectors),
+        the batch is answered by `exact_search` instead.
         """
         index = self._built()
         queries = as_matrix(vectors)
@@ -151,7 +154,12 @@ class HNSWIndex:
 
         def search(rows: slice, fetch: int) -> tuple[np.ndarray, np.ndarray]:
             index.set_ef(max(fetch, self.ef if self.ef is not None else max(2 * k, 100)))
-            labels, dist = index.knn_query(queries[rows], k=fetch, num_threads=-1)
+            try:
+                labels, dist = index.knn_query(queries[rows], k=fetch, num_threads=-1)
+            except RuntimeError:  # the graph cannot reach `fetch` rows (e.g. many identical vectors): exact
+                log.debug("HNSW found fewer than %d of %d rows; exact search for this batch", fetch, len(self))
+                labels, dist = exact_search(self.vectors(), queries[rows], fetch, space=self.space)
+                return labels.numpy(), dist.numpy()
             return labels.astype(np.int64), dist
 
         return _query_batches(search, len(queries), len(self), k, exclude, batch_size)
@@ -193,20 +201,35 @@ class HNSWIndex:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "HNSWIndex":
-        """An index written by `save`; raises `CheckpointError` when the files disagree."""
+    def load(cls, path: str | os.PathLike, *, vectors: Any = None) -> "HNSWIndex":
+        """An index written by `save`; raises `CheckpointError` when the files disagree.
+
+        The files may come from someone else's run folder: the JSON is schema-checked and the
+        graph parsed in numpy (`cfrec.hnsw_file`) before hnswlib reads it, so a damaged or
+        crafted file is an error, never a crash. With ``vectors`` (the matrix the index should
+        hold) the stored count, dimension and rows must match it too.
+        """
         path = Path(path)
-        try:
-            meta = json.loads(_meta_path(path).read_text())
-        except (OSError, ValueError) as err:
-            raise CheckpointError(f"{_meta_path(path)}: cannot read the index parameters ({err})") from err
-        if meta.get("format") != FORMAT_VERSION:
-            raise CheckpointError(f"{path}: index format {meta.get('format')!r}, expected {FORMAT_VERSION}")
+        meta = _read_index_meta(_meta_path(path))
         if not path.is_file() or sha256(path) != meta["sha256"]:
             raise CheckpointError(f"{path}: missing, or its checksum does not match {_meta_path(path).name}")
-        self = cls(**meta["params"])
-        self._index = hnswlib.Index(space=self.space, dim=int(meta["dim"]))
-        self._index.load_index(str(path), max_elements=int(meta["count"]))
+        try:
+            self = cls(**meta["params"])
+        except (TypeError, ConfigError) as err:
+            raise CheckpointError(f"{_meta_path(path)}: params: {err}") from None
+        count, dim = meta["count"], meta["dim"]
+        expected = None if vectors is None else as_matrix(vectors)
+        if expected is not None and expected.shape != (count, dim):
+            raise CheckpointError(f"{_meta_path(path)}: holds {count} x {dim} vectors, the model has "
+                                  f"{expected.shape[0]} x {expected.shape[1]}")
+        stored = check_file(path, count, dim, self.M, self.ef_construction)
+        if expected is not None:
+            if self.space == "cosine":
+                expected = expected / (np.linalg.norm(expected, axis=1, keepdims=True) + 1e-30)
+            if not np.allclose(stored.vectors, expected, rtol=1e-5, atol=1e-6):
+                raise CheckpointError(f"{path}: its vectors differ from the model's")
+        self._index = hnswlib.Index(space=self.space, dim=dim)
+        self._index.load_index(str(path), max_elements=count)
         return self
 
     def _built(self) -> hnswlib.Index:
@@ -276,6 +299,24 @@ def _exclusion_counts(exclude: Exclude, n_queries: int) -> np.ndarray:
 
 def _unit_rows(x: Tensor) -> Tensor:
     return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def _read_index_meta(path: Path) -> dict[str, Any]:
+    """The ``.json`` beside an index file, every key checked for presence and type."""
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as err:
+        raise CheckpointError(f"{path}: cannot read the index parameters ({err})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: not a JSON object")
+    if meta.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: index format {meta.get('format')!r}, expected {FORMAT_VERSION}")
+    for key, kind, low in (("params", dict, None), ("dim", int, 1), ("count", int, 0), ("sha256", str, None)):
+        value = meta.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool) or (low is not None and value < low):
+            want = f"an integer >= {low}" if low is not None else f"a {kind.__name__}"
+            raise CheckpointError(f"{path}: {key} must be {want}, got {str(value)[:60]!r}")
+    return meta
 
 
 def _meta_path(path: Path) -> Path:

@@ -9,7 +9,12 @@
 
 Unknown ids raise `UnknownIdError` (a `KeyError`) naming the id, unless ``unknown="fallback"``:
 then a pair with an unknown user or movie gets the bias baseline of what is known,
-μ + b_u (known user) + b_i (known movie), clipped, and the log says how many pairs fell back.
+μ + b_u (known user) + b_i (known movie), clipped, an unknown user's ``recommend`` the most
+rated movies of the training data, and the log says so.
+
+Arguments are checked: ``k`` a positive integer (lists and neighbours are clamped to what
+exists), fold-in ratings finite numbers within the model's rating range; a wrong one is a
+`ConfigError` (a `ValueError`) naming the argument.
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ import scipy.sparse as sp
 import torch
 
 from cfrec.checkpoint import Checkpoint, load_model
-from cfrec.errors import CfrecError
+from cfrec.errors import CfrecError, CheckpointError, ConfigError
 from cfrec.index import HNSWIndex
 from cfrec.models.base import mask_seen
+from cfrec.validation import check_int
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +63,12 @@ class TrainedModel:
 
     def predict_many(self, user_ids: Iterable, movie_ids: Iterable) -> np.ndarray:
         """Predicted ratings for parallel sequences of raw ids."""
-        users = self.user_map.codes(list(user_ids), strict=self.unknown == "error")
-        items = self.item_map.codes(list(movie_ids), strict=self.unknown == "error")
+        user_ids, movie_ids = list(user_ids), list(movie_ids)
+        if len(user_ids) != len(movie_ids):
+            raise ConfigError("movie_ids", f"{len(movie_ids)} movie id(s) for {len(user_ids)} user id(s); "
+                              "predict_many takes parallel sequences of equal length")
+        users = self.user_map.codes(user_ids, strict=self.unknown == "error")
+        items = self.item_map.codes(movie_ids, strict=self.unknown == "error")
         known = (users >= 0) & (items >= 0)
         out = np.empty(len(users), dtype=np.float32)
         if known.any():
@@ -70,41 +80,63 @@ class TrainedModel:
         return out
 
     def _fallback(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """μ (+ b_u of a known user) (+ b_i of a known movie) for pairs the model cannot score."""
-        state = self.model.state()
-        if "mean" not in state:  # models without a bias baseline: the middle of the rating range
-            low, high = self.model.rating_range or (1.0, 5.0)
-            return np.full(len(users), (low + high) / 2, dtype=np.float32)
-        value = np.full(len(users), float(state["mean"]), dtype=np.float32)
-        for codes, key in ((users, "user_bias"), (items, "item_bias")):
-            if key in state:
-                known = codes >= 0
-                value[known] += state[key].numpy()[codes[known]]
-        return np.clip(value, *(self.model.rating_range or (-np.inf, np.inf)))
+        """What the model declares for pairs it cannot score (its bias baseline, or the mean rating)."""
+        return self.model.fallback_predict(users, items)
 
     # -- new users ------------------------------------------------------------------------
     def fold_in(self, ratings: Mapping[object, float]) -> "NewUser":
-        """A new user from ``{movie_id: rating}``: their θ fitted with the movies frozen."""
+        """A new user from ``{movie_id: rating}``: their θ fitted with the movies frozen.
+
+        Each rating must be a finite number within the model's rating range (`ConfigError`
+        naming the movie and the value otherwise).
+        """
         fold_in = getattr(self.model, "fold_in", None)
         if fold_in is None:
             raise CfrecError(f"{self.checkpoint.meta['model']} cannot fold in new users (cf and content can)")
         if not ratings:
-            raise ValueError("fold_in needs at least one {movie_id: rating}")
+            raise ConfigError("ratings", "fold_in needs at least one {movie_id: rating}")
         items = self.item_map.codes(list(ratings))
-        values = np.asarray(list(ratings.values()), dtype=np.float32)
+        values = self._check_ratings(ratings)
         return NewUser(self, fold_in(torch.as_tensor(items), torch.as_tensor(values)))
+
+    def _check_ratings(self, ratings: Mapping[object, float]) -> np.ndarray:
+        """The ratings as float32, each a finite number within the model's rating range."""
+        low, high = self.model.rating_range or (-np.inf, np.inf)
+        for movie, value in ratings.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise ConfigError("ratings", f"movie {movie!r}: rating {value!r} is not a number")
+        values = np.asarray(list(ratings.values()), dtype=np.float64)
+        bad = ~(np.isfinite(values) & (values >= low) & (values <= high))
+        if bad.any():
+            first = int(np.argmax(bad))
+            movie, value = list(ratings)[first], values[first]
+            problem = "is not a finite number" if not np.isfinite(value) else "is outside this model's rating range"
+            raise ConfigError("ratings", f"movie {movie!r}: rating {value:g} {problem} [{low:g}, {high:g}]")
+        return values.astype(np.float32)
 
     # -- lists ----------------------------------------------------------------------------
     def recommend(self, user_id: object, k: int = 10, exclude_seen: bool = True, min_ratings: int = 0) -> pd.DataFrame:
         """Top-``k`` movies for a known user: movie_id, title, genres, score. ``min_ratings`` leaves
         out movies with fewer training ratings (a rating model's top scores favour rarely rated
-        movies with a few high ratings; the weighted-mask model does not need it)."""
+        movies with a few high ratings; the weighted-mask model does not need it). ``k`` above the
+        number of movies gives them all.
+
+        With ``unknown="fallback"``, a user the model does not know gets the movies with the
+        most training ratings (at least ``min_ratings``), their count as the score.
+        """
+        check_int("k", k, 1)
+        check_int("min_ratings", min_ratings, 0)
+        if self.unknown == "fallback" and user_id not in self.user_map:
+            log.warning("unknown user id %r: recommending the most rated movies (fallback)", user_id)
+            scores = torch.as_tensor(self.movie_counts, dtype=torch.float32)[None, :]
+            return self._top_movies(scores, self.checkpoint.seen[:0], k, False, max(min_ratings, 1))
         code = self.user_map.code(user_id)
         scores = self.model.score(torch.tensor([code])).float()  # (1, n_items)
         return self._top_movies(scores, self.checkpoint.seen[[code]], k, exclude_seen, min_ratings)
 
     def similar_movies(self, movie_id: object, k: int = 10) -> pd.DataFrame:
-        """The ``k`` movies whose vectors are closest to ``movie_id``'s (HNSW, cosine)."""
+        """The ``k`` movies whose vectors are closest to ``movie_id``'s (HNSW, cosine); at most all
+        the other movies."""
         code = self.item_map.code(movie_id)
         labels, sims = self._neighbours("item", code, k)
         frame = self._describe(labels)
@@ -112,27 +144,40 @@ class TrainedModel:
         return frame
 
     def similar_users(self, user_id: object, k: int = 10) -> pd.DataFrame:
-        """The ``k`` users whose vectors are closest to ``user_id``'s (HNSW, cosine)."""
+        """The ``k`` users whose vectors are closest to ``user_id``'s (HNSW, cosine); at most all
+        the other users."""
         code = self.user_map.code(user_id)
         labels, sims = self._neighbours("user", code, k)
         return pd.DataFrame({"user_id": self.user_map.to_ids(labels), "similarity": sims})
 
     def _neighbours(self, side: str, code: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        check_int("k", k, 1)
         index = self.index(side)
+        k = min(k, len(index) - 1)
+        if k < 1:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         vector = index.vectors()[code : code + 1]
         labels, distances = index.query(vector, k, exclude=np.array([code]))
         keep = labels[0] >= 0
         return labels[0][keep].numpy(), index.similarity(distances[0][keep]).numpy()
 
     def index(self, side: str) -> HNSWIndex:
-        """The HNSW index over ``user`` or ``item`` vectors: loaded from the run folder, else built."""
+        """The HNSW index over ``user`` or ``item`` vectors: loaded from the run folder, else built.
+
+        The saved index must hold exactly the model's vectors (checked before hnswlib reads the
+        file); a damaged or foreign one is logged and replaced by an index built here.
+        """
         if side not in self._indexes:
             name = ITEM_INDEX if side == "item" else USER_INDEX
             path = None if self.folder is None else self.folder / name
+            vectors = self.vectors(side)
+            index = None
             if path is not None and path.is_file():
-                self._indexes[side] = HNSWIndex.load(path)
-            else:
-                self._indexes[side] = HNSWIndex().build(self.vectors(side))
+                try:
+                    index = HNSWIndex.load(path, vectors=vectors)
+                except CheckpointError as err:
+                    log.warning("%s; building the index from the model's vectors instead", err)
+            self._indexes[side] = index or HNSWIndex(space=self.model.vector_similarity).build(vectors)
         return self._indexes[side]
 
     def vectors(self, side: str) -> torch.Tensor:
@@ -188,17 +233,25 @@ class NewUser:
         return float(self.predict_many([movie_id])[0])
 
     def predict_many(self, movie_ids: Iterable) -> np.ndarray:
+        """Predicted ratings of the new user for raw movie ids."""
         items = torch.as_tensor(self.trained.item_map.codes(list(movie_ids)))
         return self.folded.predict(torch.zeros_like(items), items).detach().cpu().numpy()
 
     def recommend(self, k: int = 10, exclude_seen: bool = True, min_ratings: int = 0) -> pd.DataFrame:
         """Top-``k`` movies (movie_id, title, genres, score), the ones rated at fold-in excluded;
         ``min_ratings`` as in `TrainedModel.recommend`."""
+        check_int("k", k, 1)
+        check_int("min_ratings", min_ratings, 0)
         scores = self.folded.score().float()  # (1, n_items)
         return self.trained._top_movies(scores, self.folded.seen, k, exclude_seen, min_ratings)
 
 
-def load(run_dir: str | Path, *, unknown: Unknown = "error", device: str = "cpu") -> TrainedModel:
-    """The model saved in a run folder (or any folder holding ``model.pt`` + ``model.json``)."""
+def load(run_dir: str | Path, *, unknown: Unknown = "error", device: str | torch.device = "cpu") -> TrainedModel:
+    """The model saved in a run folder (or any folder holding ``model.pt`` + ``model.json``).
+
+    Every tensor is mapped to ``device`` (``"cpu"`` by default, whatever device trained it), and
+    KNN models are built there. The folder's files are checked before use (`cfrec.checkpoint`):
+    a damaged or forged one is a `CheckpointError`, never a crash.
+    """
     folder = Path(run_dir)
     return TrainedModel(load_model(folder, device=device), folder, unknown=unknown)

@@ -1,10 +1,11 @@
 #!/usr/bin/env python
-"""Benchmark cfrec's SVD-KNN models against the reference notebook's loops on MovieLens 1M.
+"""Benchmark cfrec's KNN models against the reference notebook's loops on MovieLens 1M.
 
 Reports, for every variant: accuracy / RMSE on the first 1,000 test pairs and on all of them,
 Recall@50 over the test users, per-pair prediction time next to the notebook's per-pair loop
-timed in the same run (ratio), all-users top-50 time, SVD fit time and HNSW recall@100 against
-exact search. Writes ``bench_knn.json`` and ``bench_knn.md`` into ``--out``. The measurements
+timed in the same run (ratio), all-users top-50 time, the size of its ``model.pt``, SVD fit time
+and HNSW recall@100 against exact search. Targets: the reference mode reproduces the notebook,
+the improved (LensKit-style) mode reaches RMSE 0.845 item-based and 0.875 user-based. Writes ``bench_knn.json`` and ``bench_knn.md`` into ``--out``. The measurements
 themselves are `benchtools`' (shared with the full suite, ``scripts/benchmark.py``); this script
 adds the KNN issue's own checks.
 
@@ -23,6 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {"user": (0.395, 0.9888), "item": (0.439, 0.9708), "recall@50": 0.494}
+IMPROVED_RMSE = {"user": 0.875, "item": 0.845}  # LensKit's item-KNN level on this split
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,7 +49,10 @@ def main(argv: list[str] | None = None) -> dict:
     import numpy as np
     import torch
 
+    import tempfile
+
     import benchtools as bt
+    from cfrec.checkpoint import save_model
     from cfrec.data import load, per_user_split
     from cfrec.evaluate import evaluate
     from cfrec.index import HNSWIndex
@@ -84,8 +89,8 @@ def main(argv: list[str] | None = None) -> dict:
         "user_reference_hnsw": (UserKNN, {"mode": "reference", "neighbors": "hnsw", "hnsw": "notebook"}, "hnsw"),
         "user_improved": (UserKNN, {}, "user"),
         "item_improved": (ItemKNN, {}, "item"),
-        "user_improved_hnsw": (UserKNN, {"neighbors": "hnsw"}, "hnsw"),
-        "item_improved_hnsw": (ItemKNN, {"neighbors": "hnsw"}, "item"),
+        "user_improved_svd_hnsw": (UserKNN, {"similarity": "vectors", "candidates": 100, "neighbors": "hnsw"}, "hnsw"),
+        "item_improved_svd": (ItemKNN, {"similarity": "vectors", "candidates": 300}, "item"),
     }
     out["models"] = {}
     for name, (cls, kwargs, loop) in variants.items():
@@ -95,6 +100,8 @@ def main(argv: list[str] | None = None) -> dict:
         speed = bt.prediction_speed(model, test, args.repeats, warmup=0, device=args.device)
         top50 = bt.top_k_speed(model, train, 50, repeats=1, warmup=0, device=args.device)
         per_pair = speed["us_per_pair"] / 1e6
+        with tempfile.TemporaryDirectory() as folder:
+            model_mb = save_model(model, train, folder).joinpath("model.pt").stat().st_size / 2**20
         loop_per_pair = out["notebook"][loop]["seconds_per_pair"]
         row = {
             "config": model.config(), "fit_seconds": fit_seconds,
@@ -103,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
             "recall@50": full["recall@50"], "n_ranking_users": full["n_ranking_users"],
             "rank_seconds": full["rank_seconds"], "top50_all_users_seconds": top50["timing"]["median"],
             "predict_seconds": speed["timing"]["runs"], "us_per_pair": speed["us_per_pair"],
-            "notebook_loop": loop, "speedup": loop_per_pair / per_pair,
+            "notebook_loop": loop, "speedup": loop_per_pair / per_pair, "model_pt_mib": model_mb,
             "speedup_with_fit": loop_per_pair / ((fit_seconds + speed["timing"]["median"]) / len(test)),
         }
         if name in ("user_reference", "item_reference") and args.loop_pairs:
@@ -146,6 +153,9 @@ def check_targets(out: dict) -> dict:
         checks[f"{entity} reference first 1000 RMSE"] = _check(got["rmse"], f"{rmse} ± 0.001", abs(got["rmse"] - rmse) <= 0.001)
         gain = models[f"{entity}_reference"]["all"]["rmse"] - models[f"{entity}_improved"]["all"]["rmse"]
         checks[f"{entity} improved RMSE gain over reference (all pairs)"] = _check(gain, ">= 0.07", gain >= 0.07)
+        improved = models[f"{entity}_improved"]["all"]["rmse"]
+        wanted = IMPROVED_RMSE[entity]
+        checks[f"{entity} improved RMSE (all pairs)"] = _check(improved, f"<= {wanted}", improved <= wanted)
     exact, hnsw = models["user_reference"]["first_1000"], models["user_reference_hnsw"]["first_1000"]
     for metric in ("accuracy", "rmse"):
         gap = abs(hnsw[metric] - exact[metric])
@@ -162,15 +172,16 @@ def check_targets(out: dict) -> dict:
 
 def markdown(out: dict) -> str:
     """The results as markdown tables."""
-    lines = ["# SVD-KNN on MovieLens 1M", "", f"Setup: `{json.dumps(out['setup'])}`", "",
+    lines = ["# KNN on MovieLens 1M", "", f"Setup: `{json.dumps(out['setup'])}`", "",
              f"SVD (users + movies, dim 128): median {out['svd_seconds']['median']:.3f} s, best {out['svd_seconds']['best']:.3f} s. "
              f"Bias baseline RMSE (all pairs): {out['bias_baseline_rmse']:.4f}.", "",
-             "| variant | fit s | acc 1k | RMSE 1k | acc all | RMSE all | Recall@50 | µs/pair | × notebook loop | × incl. fit | top-50 all users s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| variant | fit s | acc 1k | RMSE 1k | acc all | RMSE all | Recall@50 | µs/pair | × notebook loop | × incl. fit | top-50 all users s | model.pt MiB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in out["models"].items():
         lines.append(f"| {name} | {r['fit_seconds']:.2f} | {r['first_1000']['accuracy']:.4f} | {r['first_1000']['rmse']:.4f} | "
                      f"{r['all']['accuracy']:.4f} | {r['all']['rmse']:.4f} | {r['recall@50']:.4f} | {r['us_per_pair']:.2f} | "
-                     f"{r['speedup']:.0f} ({r['notebook_loop']}) | {r['speedup_with_fit']:.0f} | {r['top50_all_users_seconds']:.2f} |")
+                     f"{r['speedup']:.0f} ({r['notebook_loop']}) | {r['speedup_with_fit']:.0f} | {r['top50_all_users_seconds']:.2f} | "
+                     f"{r['model_pt_mib']:.1f} |")
     lines += ["", "| notebook loop | accuracy | RMSE | ms per pair (or user) |", "|---|---|---|---|"]
     for name, r in out["notebook"].items():
         if name == "topk":

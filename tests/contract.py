@@ -14,6 +14,7 @@ import torch
 
 from cfrec.data import Split
 from cfrec.evaluate import evaluate
+from cfrec.errors import CfrecError
 from cfrec.models.base import NotFittedError, Recommender
 
 
@@ -39,6 +40,10 @@ class ModelContract:
 
     def test_predict_shape_and_range(self, fitted: Recommender, small_split: Split) -> None:
         test = small_split.test
+        if not fitted.predicts_ratings:  # a ranking model says so instead of passing scores off as ratings
+            with pytest.raises(CfrecError, match="does not predict ratings"):
+                fitted.predict(torch.as_tensor(test.users), torch.as_tensor(test.items))
+            return
         pred = fitted.predict(torch.as_tensor(test.users), torch.as_tensor(test.items))
         assert pred.shape == (len(test),)
         assert torch.isfinite(pred).all()
@@ -47,7 +52,7 @@ class ModelContract:
             assert pred.min() >= lo - 1e-5 and pred.max() <= hi + 1e-5
 
     def test_score_matches_predict(self, fitted: Recommender) -> None:
-        if not self.score_is_prediction:
+        if not self.score_is_prediction or fitted.ranks_by != "rating":
             pytest.skip("this model ranks by something other than its rating prediction")
         users = torch.tensor([0, 3, 5])
         scores = fitted.score(users)
@@ -73,9 +78,24 @@ class ModelContract:
         rebuilt.load_state({k: v.clone() for k, v in fitted.state().items()})
         test = small_split.test
         users, items = torch.as_tensor(test.users), torch.as_tensor(test.items)
-        torch.testing.assert_close(rebuilt.predict(users, items), fitted.predict(users, items))
+        if fitted.predicts_ratings:
+            torch.testing.assert_close(rebuilt.predict(users, items), fitted.predict(users, items))
+        torch.testing.assert_close(rebuilt.score(users[:5]), fitted.score(users[:5]))
 
     def test_evaluate_gives_finite_metrics(self, fitted: Recommender, small_split: Split) -> None:
         result = evaluate(fitted, small_split.train, small_split.test, ks=(5, 10))
-        assert np.isfinite(result["rmse"]) and 0 <= result["accuracy"] <= 1
+        if fitted.predicts_ratings:
+            assert np.isfinite(result["rmse"]) and 0 <= result["accuracy"] <= 1
+        else:  # no rating metric for scores that are not ratings
+            assert not {"rmse", "mae", "accuracy"} & set(result)
         assert 0 <= result["recall@5"] <= result["recall@10"] <= 1
+
+    def test_fallback_for_unknown_ids(self, fitted: Recommender) -> None:
+        unknown = np.array([-1, -1])
+        if not fitted.predicts_ratings:
+            with pytest.raises(CfrecError, match="does not predict ratings"):
+                fitted.fallback_predict(unknown, unknown)
+            return
+        value = fitted.fallback_predict(unknown, unknown)
+        lo, hi = fitted.rating_range
+        assert np.all(np.isfinite(value)) and np.all((value >= lo) & (value <= hi))

@@ -24,21 +24,29 @@ MINI = {"batch_size": 1000, "epochs": 3, "lr": 0.02, "seed": 2}
 
 CASES: dict[str, tuple[type[FactorModel], dict[str, Any], dict[str, Any]]] = {
     # name: (model class, constructor options, training options)
-    "cf_full_dense": (CollaborativeFiltering, {"rank": 5}, {**FULL, "layout": "dense"}),
-    "cf_full_index": (CollaborativeFiltering, {"rank": 5}, {**FULL, "layout": "index"}),
-    "cf_mini_index": (CollaborativeFiltering, {"rank": 6}, {**MINI, "layout": "index"}),
-    "cf_mini_dense": (CollaborativeFiltering, {"rank": 6}, {**MINI, "layout": "dense"}),
-    "cf_weighted_mini_index": (CollaborativeFiltering, {"rank": 4, "w0": 0.1}, {**MINI, "layout": "index"}),
+    "cf_full_dense": (CollaborativeFiltering, {"rank": 5, "objective": "squared"}, {**FULL, "layout": "dense"}),
+    "cf_full_index": (CollaborativeFiltering, {"rank": 5, "objective": "squared"}, {**FULL, "layout": "index"}),
+    "cf_mini_index": (CollaborativeFiltering, {"rank": 6, "objective": "squared"}, {**MINI, "layout": "index"}),
+    "cf_mini_dense": (CollaborativeFiltering, {"rank": 6, "objective": "squared"}, {**MINI, "layout": "dense"}),
+    "joint_mini_index": (CollaborativeFiltering, {"rank": 6, "objective": {"name": "joint", "rank": 4}},
+                         {**MINI, "layout": "index"}),
+    "joint_mini_dense": (CollaborativeFiltering, {"rank": 6, "objective": {"name": "joint", "rank": 4}},
+                         {**MINI, "layout": "dense"}),
+    "cf_weighted_mini_index": (CollaborativeFiltering, {"rank": 4, "objective": {"name": "weighted", "w0": 0.1}},
+                               {**MINI, "layout": "index"}),
+    # negatives drawn from the trainer's generator for the global batch order: 2 ranks = 1 process
+    "bpr_mini_index": (CollaborativeFiltering, {"rank": 4, "objective": {"name": "bpr", "negatives": 2}},
+                       {**MINI, "layout": "index"}),
     "content_mini_index": (ContentBased, {}, {**MINI, "layout": "index", "val_fraction": 0.1}),
-    "cf_sgd_full_dense": (CollaborativeFiltering, {"rank": 4, "bias": False},
+    "cf_sgd_full_dense": (CollaborativeFiltering, {"rank": 4, "bias": False, "objective": "squared"},
                           {**FULL, "optimizer": "sgd", "momentum": 0.5, "lr": 0.05, "layout": "dense"}),
     # over-fits: validation RMSE turns up and patience stops training early, on rank 0's word
-    "cf_early_stop": (CollaborativeFiltering, {"rank": 16, "l2": 0.0, "init_scale": 0.3},
+    "cf_early_stop": (CollaborativeFiltering, {"rank": 16, "l2": 0.0, "init_scale": 0.3, "objective": "squared"},
                       {"batch_size": None, "epochs": 60, "lr": 0.05, "val_fraction": 0.2, "patience": 3}),
 }
 
 
-DIVERGES = (CollaborativeFiltering, {"rank": 4, "bias": False, "init_scale": 1.0},
+DIVERGES = (CollaborativeFiltering, {"rank": 4, "bias": False, "init_scale": 1.0, "objective": "squared"},
             {"optimizer": "sgd", "lr": 1e4, "batch_size": None, "epochs": 50})
 
 

@@ -19,6 +19,9 @@ from cfrec.errors import ConfigError
 from cfrec.evaluate import evaluate
 from cfrec.models import BiasBaseline
 from cfrec.models.registry import MODELS
+from cfrec.objectives import make_objective
+
+DEPRECATED = ("w0",)  # constructor arguments kept for old code, not in the presets
 
 CONF = Path(__file__).resolve().parents[1] / "cfrec" / "conf"
 TINY = ["data=synthetic", "data.n_users=120", "data.n_items=80", "data.n_ratings=3000", "run.progress=false"]
@@ -44,18 +47,29 @@ def test_every_config_of_every_group_composes(group):
 
 @pytest.mark.parametrize("option", sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
 def test_model_configs_mirror_constructor_defaults(option):
-    """conf/model/<name>.yaml lists exactly the constructor's arguments with the code's defaults
-    (``device`` comes from the run's top-level ``device``); a variant (e.g. cf_weighted, name: cf)
-    may only set existing arguments."""
-    section = OmegaConf.to_container(OmegaConf.load(CONF / "model" / f"{option}.yaml"))
+    """conf/model/<name>.yaml, composed with its objective preset, lists exactly the constructor's
+    arguments with the code's defaults (``device`` comes from the run's top-level ``device``;
+    deprecated arguments are left out); a variant (e.g. cf_weighted, name: cf) may only set
+    existing arguments."""
+    section = composed(f"model={option}")["model"]
     name = section.pop("name")
-    params = {k: v for k, v in inspect.signature(MODELS[name]).parameters.items() if k != "device"}
+    params = {k: v for k, v in inspect.signature(MODELS[name]).parameters.items() if k not in ("device", *DEPRECATED)}
     assert set(section) <= set(params), f"{option}.yaml has keys {set(section) - set(params)} the constructor lacks"
     if option == name:
         assert set(section) == set(params), f"{option}.yaml lacks {set(params) - set(section)}"
         for key, value in section.items():
             default = params[key].default
+            if key == "objective":  # a preset of conf/model/objective/, equal to the code's default objective
+                assert value == make_objective(default).config(), f"{option}.objective"
+                continue
             assert value == (list(default) if isinstance(default, tuple) else default), f"{option}.{key}"
+
+
+@pytest.mark.parametrize("objective", sorted(p.stem for p in (CONF / "model" / "objective").glob("*.yaml")))
+def test_objective_presets_mirror_the_objectives(objective):
+    """conf/model/objective/<name>.yaml lists every option of that objective with its default."""
+    section = OmegaConf.to_container(OmegaConf.load(CONF / "model" / "objective" / f"{objective}.yaml"))
+    assert section == make_objective(objective).config()
 
 
 def test_train_writes_a_complete_run_folder(tmp_path):
@@ -97,7 +111,8 @@ def test_compare_writes_the_table_metrics_and_plots(tmp_path):
         assert (run_dir / name).stat().st_size > 0, name
     assert metrics["cf_weighted"]["predicts_ratings"] is False and metrics["cf"]["predicts_ratings"] is True
     assert not (run_dir / "true_vs_predicted_cf_weighted.png").exists()  # ranking scores have no rating error
-    assert "cf_weighted: ranking scores, not ratings" in (run_dir / "comparison.md").read_text()
+    assert "cf_weighted: ranking models (their scores are not ratings)" in (run_dir / "comparison.md").read_text()
+    assert "rmse" not in metrics["cf_weighted"] and table.set_index("model")["rmse"].isna()["cf_weighted"]
 
 
 @pytest.mark.parametrize(

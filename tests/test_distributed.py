@@ -55,25 +55,33 @@ def loss_and_gradient(model: CollaborativeFiltering, batch) -> dict[str, torch.T
     return result
 
 
-@pytest.mark.parametrize("w0", [None, 0.1])
+OBJECTIVES = {"squared": "squared", "weighted": {"name": "weighted", "w0": 0.1},
+              "joint": {"name": "joint", "rank": 3}, "bpr": {"name": "bpr", "negatives": 2}}
+
+
+@pytest.mark.parametrize("objective", list(OBJECTIVES))
 @pytest.mark.parametrize("batch_size", [None, 2000])
 @pytest.mark.parametrize("layout", ["dense", "index"])
-def test_shards_add_up_to_the_single_process_batches(layout: str, batch_size: int | None, w0: float | None) -> None:
+def test_shards_add_up_to_the_single_process_batches(layout: str, batch_size: int | None, objective: str) -> None:
     """Three shards deal, step for step, parts of the one-process batch whose losses and gradients
-    add up to its own: the data term over the ratings, the penalty counted once."""
+    add up to its own: the data term over the ratings, the penalty counted once (BPR: the same
+    sampled negatives on every shard as in one process)."""
+    if objective == "bpr" and layout == "dense":
+        pytest.skip("bpr trains on the index layout only")
     train = data()
-    model = CollaborativeFiltering(rank=4, w0=w0)
+    model = CollaborativeFiltering(rank=4, objective=OBJECTIVES[objective])
     model.prepare(train, torch.Generator().manual_seed(0), torch.device("cpu"))
     whole = choose_layout(layout, train, "cpu", 1 << 25, batch_size)
     shards = [choose_layout(layout, train, "cpu", 1 << 25, batch_size, Shard(rank, 3)) for rank in range(3)]
     assert [s.n_ratings for s in shards] == [len(train)] * 3 and sum(s.n_held for s in shards) == len(train)
-    dealt = [shard.batches(batch_size, torch.Generator().manual_seed(5)) for shard in shards]
+    dealt = [model.training_batches(shard, batch_size, torch.Generator().manual_seed(5)) for shard in shards]
     steps = 0
-    for batch in whole.batches(batch_size, torch.Generator().manual_seed(5)):
+    for batch in model.training_batches(whole, batch_size, torch.Generator().manual_seed(5)):
         parts = [loss_and_gradient(model, next(deal)) for deal in dealt]
         expected = loss_and_gradient(model, batch)
-        for key, value in expected.items():
-            torch.testing.assert_close(sum(part[key] for part in parts), value, rtol=1e-5, atol=1e-5, msg=key)
+        for key, value in expected.items():  # float32 round-off of sums in another order, at the tensor's scale
+            scale = max(1.0, float(value.abs().max()))
+            torch.testing.assert_close(sum(part[key] for part in parts), value, rtol=1e-5, atol=1e-5 * scale, msg=key)
         steps += 1
     assert steps == whole.n_batches(batch_size) and all(next(deal, None) is None for deal in dealt)
 
@@ -91,11 +99,12 @@ def test_two_ranks_train_what_one_process_trains(data_parallel: dict, name: str)
     model = fit(name, distributed=False)
     got = data_parallel[name]
     assert got["state"].keys() == model.state().keys()
-    for key, value in model.state().items():
-        torch.testing.assert_close(got["state"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+    for key, value in model.state().items():  # equal up to float32 round-off at the tensor's scale
+        scale = float(value.abs().max()) if value.numel() else 1.0
+        torch.testing.assert_close(got["state"][key], value, rtol=1e-4, atol=max(1e-5, 1e-4 * scale), msg=key)
     assert len(got["history"]) == len(model.history)  # early stopping stopped both after the same epoch
     for ours, theirs in zip(model.history, got["history"]):
-        for key in ("loss_data", "loss_reg", "grad_norm", "val_rmse"):
+        for key in ("loss_data", "loss_reg", "grad_norm", "val_rmse", "val_ndcg@10"):
             if key in ours:
                 assert theirs[key] == pytest.approx(ours[key], rel=1e-5), key
 

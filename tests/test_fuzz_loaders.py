@@ -36,7 +36,7 @@ FORMATS = [
     Format("ml-100k", "u.data", "\t", None, (1, 5), False),
     Format("csv", "ratings.csv", ",", "userId,movieId,rating,timestamp", (0.5, 5), True),
 ]
-_INT = re.compile(r"^\s*[+-]?(\d+(\.0*)?|\d*\.\d+e\+?\d+|\d+e\+?\d+)\s*$", re.IGNORECASE)
+_INT = re.compile(r"^[ \t]*[+-]?\d+[ \t]*$")  # ids are integers as written: "1.0" and "1e3" are errors
 _FLOAT = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?\s*$", re.IGNORECASE)
 
 
@@ -77,7 +77,7 @@ def oracle(data: bytes, fmt: Format) -> list[tuple[int, int, float, float]]:
         user, item, rating, ts = fields
         if not (_INT.match(user) and _INT.match(item) and _FLOAT.match(rating)):
             raise Rejected(number)
-        u, i, r = float(user), float(item), float(rating)
+        u, i, r = int(user), int(item), float(rating)
         if max(abs(u), abs(i)) >= 2**63 or not fmt.scale[0] <= r <= fmt.scale[1]:
             raise Rejected(number)
         if (ts == "" or ts.strip().lower() in ("nan", "+nan", "-nan")) and fmt.timestamp_optional:
@@ -86,7 +86,7 @@ def oracle(data: bytes, fmt: Format) -> list[tuple[int, int, float, float]]:
             t = float(ts)
         else:
             raise Rejected(number)
-        rows.append((int(u), int(i), r, t))
+        rows.append((u, i, r, t))
     if not rows:
         raise Rejected(None)
     return rows
@@ -253,7 +253,7 @@ def movie_oracle(kind: str, data: bytes) -> dict[int, tuple[str, frozenset]]:
             fields = line.split(sep)
         if len(fields) != (24 if kind == "ml-100k" else 3) or not _INT.match(fields[0]):
             raise Rejected(None)
-        movie = int(float(fields[0]))
+        movie = int(fields[0])
         if movie in movies:
             raise Rejected(None)
         if kind == "ml-100k":

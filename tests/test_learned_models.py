@@ -16,14 +16,24 @@ from contract import ModelContract
 CONVERGE = {"epochs": 200, "batch_size": None, "lr": 0.05, "schedule": "cosine", "val_fraction": 0.0}
 
 
-class TestCollaborativeFiltering(ModelContract):
+class TestCollaborativeFiltering(ModelContract):  # the default: the joint objective
     def make_model(self):
-        return CollaborativeFiltering(rank=8, l2=5.0, l2_exponent=0.0)
+        return CollaborativeFiltering(rank=8, l2=5.0, l2_exponent=0.0, objective={"name": "joint", "rank": 8})
+
+
+class TestSquaredCollaborativeFiltering(ModelContract):
+    def make_model(self):
+        return CollaborativeFiltering(rank=8, l2=5.0, l2_exponent=0.0, objective="squared")
 
 
 class TestWeightedCollaborativeFiltering(ModelContract):
     def make_model(self):
-        return CollaborativeFiltering(rank=8, l2=5.0, w0=0.05, l2_exponent=0.0)
+        return CollaborativeFiltering(rank=8, l2=5.0, l2_exponent=0.0, objective={"name": "weighted", "w0": 0.05})
+
+
+class TestBPR(ModelContract):
+    def make_model(self):
+        return CollaborativeFiltering(rank=8, l2=0.1, l2_exponent=0.0, objective="bpr")
 
 
 class TestContentBased(ModelContract):
@@ -95,7 +105,8 @@ def test_weighted_fold_in_zeroes_the_gradient_of_j(tiny: SyntheticData) -> None:
 
 def test_folded_users_predict_and_recommend(tiny: SyntheticData) -> None:
     ratings = tiny.ratings
-    model = CollaborativeFiltering(rank=3, l2=2.0, l2_exponent=0.0).fit(ratings, {"epochs": 20, "batch_size": None})
+    model = CollaborativeFiltering(rank=3, l2=2.0, l2_exponent=0.0, objective="squared").fit(
+        ratings, {"epochs": 20, "batch_size": None})
     items, values = torch.tensor([3, 7, 11]), torch.tensor([5.0, 1.0, 4.0])
     folded = model.fold_in(items, values)
     top, scores = folded.recommend(k=5)
@@ -186,7 +197,9 @@ def test_content_refuses_features_of_the_wrong_size(small_split) -> None:
 
 
 def test_user_and_item_vectors(small_split) -> None:
-    model = CollaborativeFiltering(rank=6).fit(small_split.train, {"epochs": 2})
+    model = CollaborativeFiltering(rank=6, objective="squared").fit(small_split.train, {"epochs": 2})
     assert model.user_vectors.shape == (small_split.train.n_users, 6)
     assert model.item_vectors.shape == (small_split.train.n_items, 6)
+    joint = CollaborativeFiltering(rank=6, objective={"name": "joint", "rank": 5}).fit(small_split.train, {"epochs": 1})
+    assert joint.item_vectors.shape == (small_split.train.n_items, 5)  # the preference head ranks and compares
     assert CollaborativeFiltering().user_vectors is None

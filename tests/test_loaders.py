@@ -7,7 +7,8 @@ import pytest
 
 from cfrec.data import load, read_movielens, read_ratings
 from cfrec.data.movielens import detect_layout
-from cfrec.errors import DataFormatError
+from cfrec.errors import ConfigError, DataFormatError
+from cfrec.experiment import check_data_source, load_data
 
 
 def write(path, text: str, encoding: str = "utf-8"):
@@ -152,3 +153,240 @@ def test_generic_reader_unknown_columns_are_named(tmp_path):
     path = write(tmp_path / "r.csv", "a,b,c\n1,2,3\n")
     with pytest.raises(DataFormatError, match="cannot tell which column holds user, item, rating"):
         read_ratings(path)
+
+
+# -- issue 15 item 14: reader defects, each reproduced first --------------------------------
+BOM = "\ufeff"
+
+
+def test_bom_in_csv_release_files_is_ignored(tmp_path):
+    write(tmp_path / "ratings.csv", BOM + "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n2,1,3.5,1\n")
+    write(tmp_path / "movies.csv", BOM + "movieId,title,genres\n1,Heat (1995),Action\n")
+    ratings = load(tmp_path)
+    assert ratings.values.tolist() == [4.0, 3.5] and ratings.item_info.titles.tolist() == ["Heat (1995)"]
+
+
+def test_bom_in_a_generic_file_and_in_the_strict_path(tmp_path):
+    path = write(tmp_path / "r.csv", BOM + "userId,movieId,rating\n1,7,4\n1,8, 3\n")  # " 3": strict path
+    ratings = read_ratings(path, integer_ids=True)
+    assert ratings.user_map.ids.tolist() == [1] and ratings.values.tolist() == [4.0, 3.0]
+
+
+@pytest.mark.parametrize("token", ["1e3", "1.0", "1.", "2E1"])
+@pytest.mark.parametrize("layout", ["dat", "csv", "generic"])
+def test_ids_written_as_decimals_are_errors_naming_the_line(tmp_path, token, layout):
+    if layout == "dat":
+        path = write(tmp_path / "ratings.dat", f"1::10::5::1\n{token}::20::4::2\n")
+        reader = lambda: load(tmp_path)  # noqa: E731
+    elif layout == "csv":
+        path = write(tmp_path / "ratings.csv", f"userId,movieId,rating,timestamp\n1,10,5,1\n2,{token},4,2\n")
+        reader = lambda: load(tmp_path)  # noqa: E731
+    else:
+        path = write(tmp_path / "r.tsv", f"user\titem\trating\n1\t10\t5\n2\t{token}\t4\n")
+        reader = lambda: read_ratings(path, integer_ids=True)  # noqa: E731
+    with pytest.raises(DataFormatError, match=f"id '{token}' is not an integer") as err:
+        reader()
+    assert err.value.path == str(path) and err.value.line == (2 if layout == "dat" else 3)
+
+
+def test_movie_ids_written_as_decimals_are_errors(tmp_path):
+    write(tmp_path / "ratings.dat", "1::10::5::1\n")
+    path = write(tmp_path / "movies.dat", "10.0::Heat (1995)::Action\n")
+    with pytest.raises(DataFormatError, match="movie id '10.0' is not an integer") as err:
+        load(tmp_path)
+    assert err.value.path == str(path) and err.value.line == 1
+
+
+@pytest.mark.parametrize("layout", ["ml-1m", "ml-100k"])
+def test_utf8_titles_in_latin1_layouts_are_not_mojibake(tmp_path, layout):
+    title = "Amélie – Le Fabuleux Destin (2001)"
+    if layout == "ml-1m":
+        write(tmp_path / "ratings.dat", "1::10::5::1\n")
+        write(tmp_path / "movies.dat", f"10::{title}::Comedy\n")  # re-encoded to UTF-8
+    else:
+        write(tmp_path / "u.data", "1\t10\t5\t1\n")
+        write(tmp_path / "u.item", f"10|{title}|01-Jan-2001||http://x|{'|'.join(['0'] * 19)}\n")
+    assert load(tmp_path).item_info.titles.tolist() == [title]
+
+
+def test_folder_with_two_layouts_is_an_error_naming_both(tmp_path):
+    write(tmp_path / "ratings.dat", "1::10::5::1\n")
+    write(tmp_path / "u.data", "1\t10\t5\t1\n")
+    with pytest.raises(DataFormatError, match="ratings.dat and u.data") as err:
+        load(tmp_path)
+    assert err.value.path == str(tmp_path)
+    with pytest.raises(ConfigError, match=r"^data\.root: .*ratings.dat and u.data"):
+        check_data_source({"name": "movielens", "root": str(tmp_path)})
+
+
+@pytest.fixture
+def csv_file(tmp_path):
+    return write(tmp_path / "r.csv", "userId,movieId,rating\n1,7,4\n")
+
+
+@pytest.mark.parametrize(
+    "options, key",
+    [
+        ({"encoding": "bogus"}, "data.encoding"),
+        ({"scale": [5, 1]}, "data.scale"),
+        ({"scale": [1]}, "data.scale"),
+        ({"scale": ["a", 5]}, "data.scale"),
+        ({"on_duplicate": "keep"}, "data.on_duplicate"),
+        ({"columns": {"person": "userId"}}, "data.columns"),
+        ({"sep": ""}, "data.sep"),
+        ({"header": "yes"}, "data.header"),
+        ({"nonsense": 1}, "data.nonsense"),
+    ],
+)
+def test_bad_file_options_are_config_errors_naming_the_key(csv_file, options, key):
+    section = {"name": "csv", "path": str(csv_file), **options}
+    for call in (check_data_source, load_data):
+        with pytest.raises(ConfigError, match=f"^{key.replace('.', '[.]')}:"):
+            call(section)
+
+
+@pytest.mark.parametrize(
+    "options, key",
+    [
+        ({"noise": -1}, "data.noise"),
+        ({"noise": float("nan")}, "data.noise"),
+        ({"n_users": 0}, "data.n_users"),
+        ({"n_items": 2.5}, "data.n_items"),
+        ({"rank": 0}, "data.rank"),
+        ({"step": -0.5}, "data.step"),
+        ({"seed": -1}, "data.seed"),
+        ({"n_ratings": 10**9}, "data.n_ratings"),
+        ({"n_users": True}, "data.n_users"),
+    ],
+)
+def test_bad_synthetic_options_are_config_errors_before_any_work(options, key):
+    section = {"name": "synthetic", "n_users": 50, "n_items": 40, "n_ratings": 500, **options}
+    for call in (check_data_source, load_data):
+        with pytest.raises(ConfigError, match=f"^{key.replace('.', '[.]')}:"):
+            call(section)
+
+
+def test_registry_serves_every_config_source(tmp_path, ml1m):
+    path = write(tmp_path / "likes.csv", "who,what,stars\nann,dune,4\n")
+    assert len(load_data({"name": "movielens", "root": str(ml1m)})) == 4
+    assert len(load_data({"name": "csv", "path": str(path), "columns": {"user": "who", "item": "what", "rating": "stars"}})) == 1
+    assert len(load_data({"name": "synthetic", "n_users": 50, "n_items": 40, "n_ratings": 500})) == 500
+    with pytest.raises(ConfigError, match="^data.name: unknown data set 'nope'"):
+        check_data_source({"name": "nope"})
+
+
+def test_lone_carriage_return_is_an_error(tmp_path):
+    path = write(tmp_path / "ratings.dat", "1::10::5::1\r2::20::3::4\n")
+    with pytest.raises(DataFormatError) as err:
+        load(tmp_path)
+    assert err.value.path == str(path) and err.value.line == 1
+
+
+def test_windows_line_ends_load(tmp_path):
+    write(tmp_path / "ratings.dat", "1::10::5::1\r\n2::20::3::4\r\n")
+    assert load(tmp_path).timestamps.tolist() == [1, 4]
+
+
+def test_text_ids_are_kept_as_written(tmp_path):
+    path = write(tmp_path / "r.csv", "user,item,rating\n007,a b,4\n7, a b ,3\n")
+    ratings = read_ratings(path)
+    assert ratings.user_map.ids.tolist() == ["007", "7"] and ratings.item_map.ids.tolist() == ["a b"]
+
+
+def test_corrupt_parquet_is_a_data_format_error(tmp_path):
+    pytest.importorskip("pyarrow")
+    path = tmp_path / "r.parquet"
+    path.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(DataFormatError, match="not a readable parquet file"):
+        read_ratings(path)
+
+
+# -- the fast typed reader agrees with the strict parser --------------------------------------
+def _clean_file(tmp_path, sep: str, n: int = 3000, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    users, items = rng.integers(1, 200, n), rng.integers(1, 300, n)
+    stars = rng.integers(1, 11, n) / 2
+    stamps = rng.integers(9 * 10**8, 10**9, n)
+    lines = [f"{u}{sep}{i}{sep}{s:g}{sep}{t if k % 7 else ''}" for k, (u, i, s, t) in enumerate(zip(users, items, stars, stamps))]
+    return write(tmp_path / ("ratings.dat" if sep == "::" else "ratings.csv"),
+                 ("userId,movieId,rating,timestamp\n" if sep == "," else "") + "\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("sep", ["::", ","])
+def test_fast_reader_matches_the_strict_parser(tmp_path, sep):
+    pytest.importorskip("pyarrow")
+    from cfrec.data.fast import read_typed
+    from cfrec.data.normalize import to_ratings
+    from cfrec.data.parsing import read_table
+
+    path = _clean_file(tmp_path, sep)
+    header = ("userId", "movieId", "rating", "timestamp") if sep == "," else None
+    fast = read_typed(path, sep=sep, kinds=("int", "int", "float", "float"), header=header, optional=(3,))
+    assert fast is not None, "the fast reader refused a clean file"
+    strict = read_table(path, sep=sep, n_fields=4, header=header is not None, min_fields=3, integer_fields=(0, 1))
+    strict.frame.columns = range(4)
+    role = {"user": 0, "item": 1, "rating": 2, "timestamp": 3}
+    a, b = (to_ratings(t, role, scale=(0.5, 5.0), on_duplicate="mean") for t in (fast, strict))
+    assert a.user_map == b.user_map and a.item_map == b.item_map
+    for name in ("users", "items", "values", "timestamps"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert np.isnan(a.timestamps).any()
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["1::10::5::1\n\n2::20::3::4\n", "1::10::5::1\n1:9:10::5::1\n", "1::10::nan::1\n", "1::10::5::1\r2::20::3::4\n",
+     "1::1.0::5::1\n", "1::10::5\n", "+1::10::5::1\n"],
+)
+def test_fast_reader_refuses_what_the_strict_parser_must_judge(tmp_path, content):
+    pytest.importorskip("pyarrow")
+    from cfrec.data.fast import read_typed
+
+    path = write(tmp_path / "ratings.dat", content)
+    assert read_typed(path, sep="::", kinds=("int", "int", "float", "float"), optional=(3,)) is None
+
+
+def test_bench_load_runs_small(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, str(root / "scripts" / "bench_load.py"), "--ratings", "20000",
+         "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "out" / "load.json").read_text())
+    assert set(report["results"]) == {"csv", "dat"}
+    for pair in report["results"].values():
+        assert pair["pandas"]["rows"] == pair["cfrec"]["rows"] == 20000
+    assert "| csv |" in (tmp_path / "out" / "load.md").read_text()
+
+
+def test_every_data_preset_is_a_registered_source():
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from cfrec.data import SOURCES
+
+    presets = sorted((Path(__file__).resolve().parents[1] / "cfrec" / "conf" / "data").glob("*.yaml"))
+    assert presets
+    for preset in presets:
+        section = OmegaConf.to_container(OmegaConf.load(preset))
+        name = section.pop("name")
+        assert name in SOURCES, preset.name
+        assert set(section) <= SOURCES[name].keys, (preset.name, set(section) - SOURCES[name].keys)
+        if name == "synthetic" or name.startswith("ml-"):
+            check_data_source({"name": name, **section})  # usable as shipped
+
+
+@pytest.mark.parametrize("content", ["user,item,rating,ts\na,b,4,\n", 'user,item,rating,ts\n"",b,4,1\n', "user,item,rating,note\na,b,4,\n"])
+def test_generic_reader_fields_are_all_required_on_both_paths(tmp_path, content):
+    path = write(tmp_path / "r.csv", content)
+    with pytest.raises(DataFormatError, match="missing") as err:
+        read_ratings(path)
+    assert err.value.line == 2

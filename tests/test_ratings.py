@@ -66,3 +66,21 @@ def test_shapes_are_validated():
         Ratings(np.array([0]), np.array([5]), np.array([1.0], np.float32), ids, IdMap([1], "item"))
     with pytest.raises(ValueError, match="values has 2 rows"):
         Ratings(np.array([0]), np.array([0]), np.array([1.0, 2.0], np.float32), ids, IdMap([1], "item"))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.array([5, -3, 5, 0, 7, -3]),  # dense span, negative ids
+        np.array([10**15, 1, 10**15, 42]),  # wide span: the sorting path
+        np.array([2**63 - 1, -(2**63), 0]),  # int64 extremes
+        np.random.default_rng(0).integers(1, 60_000, 100_000),
+        np.array([3, 1, 2], dtype=np.uint32),
+    ],
+)
+def test_id_map_codes_agree_with_sorting(values):
+    id_map, codes = IdMap.from_values(values, "item")
+    ids, inverse = np.unique(values, return_inverse=True)
+    np.testing.assert_array_equal(id_map.ids, ids)
+    np.testing.assert_array_equal(codes, inverse)
+    assert codes.dtype == np.int64 and id_map.ids.dtype == values.dtype

@@ -64,25 +64,30 @@ def test_seeded_training_is_repeatable(small_split: Split) -> None:
 def test_dense_and_index_layouts_train_the_same_parameters(small_split: Split, w0: float | None) -> None:
     """Full-batch gradient descent from one seed: both layouts take the same steps."""
     options = {"epochs": 15, "batch_size": None, "lr": 0.02, "seed": 1}
-    dense = CollaborativeFiltering(rank=5, w0=w0).fit(small_split.train, {**options, "layout": "dense"})
-    index = CollaborativeFiltering(rank=5, w0=w0).fit(small_split.train, {**options, "layout": "index"})
+    objective = "squared" if w0 is None else {"name": "weighted", "w0": w0}
+    dense = CollaborativeFiltering(rank=5, objective=objective).fit(small_split.train, {**options, "layout": "dense"})
+    index = CollaborativeFiltering(rank=5, objective=objective).fit(small_split.train, {**options, "layout": "index"})
     for a, b in zip(dense.history, index.history):
         assert a["loss_data"] == pytest.approx(b["loss_data"], rel=1e-5)
         assert a["loss_reg"] == pytest.approx(b["loss_reg"], rel=1e-5)
     assert_same(params(dense), params(index), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("layout", ["dense", "index"])
-def test_resume_ends_with_identical_parameters(small_split: Split, layout: str) -> None:
+@pytest.mark.parametrize("layout, objective", [
+    ("dense", "squared"), ("index", "squared"), ("dense", "joint"), ("index", "joint"), ("index", "bpr"),
+])
+def test_resume_ends_with_identical_parameters(small_split: Split, layout: str, objective: str) -> None:
+    """Interrupted after epoch 3 and resumed: bit-identical to one straight run (BPR's negatives
+    come from the trainer's generator, which the saved state carries)."""
     config = TrainConfig.from_dict({**FAST, "layout": layout, "schedule": "cosine", "val_fraction": 0.1})
-    straight = CollaborativeFiltering(rank=6)
+    straight = CollaborativeFiltering(rank=6, objective=objective)
     Trainer(config).fit(straight, small_split.train)
 
     first = Trainer(config, callbacks=[lambda epoch, metrics, model: epoch == 3])  # interrupted after epoch 3
-    first.fit(CollaborativeFiltering(rank=6), small_split.train)
+    first.fit(CollaborativeFiltering(rank=6, objective=objective), small_split.train)
     assert first.epoch == 3
     saved = first.state_dict()
-    resumed_model = CollaborativeFiltering(rank=6)
+    resumed_model = CollaborativeFiltering(rank=6, objective=objective)
     second = Trainer(config)
     second.load_state_dict(saved)
     second.fit(resumed_model, small_split.train)
@@ -106,22 +111,34 @@ def test_early_stopping_restores_the_best_epoch(small_split: Split) -> None:
     best = min(range(len(val)), key=val.__getitem__)
     assert len(val) == best + 1 + 3 < 60  # stopped three epochs after the best
     trainer_config = TrainConfig.from_dict(options)
-    split = Trainer(trainer_config)._carve_validation(small_split.train)[1]
-    from cfrec.train.trainer import validate
+    fit_part, split = Trainer(trainer_config)._carve_validation(small_split.train)
+    measured = model.validation_metrics(fit_part, split, torch.device("cpu"))["val_rmse"]
+    assert measured == pytest.approx(val[best], rel=1e-6)
 
-    assert validate(model, split, torch.device("cpu"))["val_rmse"] == pytest.approx(val[best], rel=1e-6)
 
-
-def test_default_validation_slice_is_skipped_for_ranking_scores(small_split: Split) -> None:
-    """Rating models validate on a 2 % slice by default; the weighted mask (scores, not ratings)
-    trains on all of train, exactly as with ``val_fraction=0``."""
+@pytest.mark.parametrize("objective, keys, monitor", [
+    ("squared", {"val_rmse", "val_mae", "val_accuracy"}, "val_rmse"),
+    ("weighted", {"val_recall@10", "val_recall@50", "val_ndcg@10", "val_ndcg@50"}, "val_ndcg@10"),
+    ("bpr", {"val_recall@10", "val_recall@50", "val_ndcg@10", "val_ndcg@50"}, "val_ndcg@10"),
+    ("joint", {"val_rmse", "val_mae", "val_accuracy", "val_recall@10", "val_recall@50", "val_ndcg@10", "val_ndcg@50"},
+     "val_rmse"),
+])
+def test_validation_measures_what_the_objective_is_for(small_split: Split, objective, keys, monitor) -> None:
+    """Every objective validates on the default 2 % slice: ratings by RMSE, rankings by Recall/NDCG,
+    never a rating error for scores that are not ratings; ``monitor=auto`` follows the objective."""
     assert TrainConfig().val_fraction == 0.02
-    rating_model = CollaborativeFiltering(rank=4).fit(small_split.train, {**FAST, "epochs": 2})
-    assert all("val_rmse" in row for row in rating_model.history)
-    fits = [CollaborativeFiltering(rank=4, w0=0.3).fit(small_split.train, {**FAST, "epochs": 2, "val_fraction": f})
-            for f in (0.02, 0.0)]
-    assert not any(key.startswith("val_") for row in fits[0].history for key in row)
-    assert_same(params(fits[0]), params(fits[1]))
+    model = CollaborativeFiltering(rank=4, objective=objective).fit(small_split.train, {**FAST, "epochs": 2})
+    assert all({k for k in row if k.startswith("val_")} == keys for row in model.history)
+    assert model.monitor == monitor and set(model.validation_keys) == keys
+
+
+def test_monitor_must_be_measured_and_maximised_metrics_pick_the_highest(small_split: Split) -> None:
+    with pytest.raises(ConfigError, match="^train.monitor: val_rmse is not measured"):
+        CollaborativeFiltering(rank=4, objective="bpr").fit(small_split.train, {**FAST, "monitor": "val_rmse"})
+    trainer = Trainer(TrainConfig.from_dict({**FAST, "epochs": 4, "lr": 0.2}))
+    trainer.fit(CollaborativeFiltering(rank=4, objective="weighted"), small_split.train)
+    ndcg = [row["val_ndcg@10"] for row in trainer.history]
+    assert trainer.best["value"] == max(ndcg) and trainer.best["epoch"] == ndcg.index(max(ndcg)) + 1
 
 
 def test_callbacks_get_every_epoch_and_can_stop(small_split: Split) -> None:

@@ -36,7 +36,7 @@ def model_entry(label: str, entry: Mapping[str, Any]) -> tuple[dict[str, Any], d
     conf = files("cfrec.conf")
     if choice is None or not conf.joinpath("model", f"{choice}.yaml").is_file():
         raise ConfigError(f"compare.models.{label}.model", f"no conf/model/{choice}.yaml")
-    options = OmegaConf.to_container(OmegaConf.load(conf.joinpath("model", f"{choice}.yaml")))
+    options = model_preset(choice)
     train_options = entry.pop("train", None)
     train_file = conf.joinpath("train", f"{choice}.yaml")
     if train_file.is_file():
@@ -47,6 +47,17 @@ def model_entry(label: str, entry: Mapping[str, Any]) -> tuple[dict[str, Any], d
         raise ConfigError(f"compare.models.{label}.{sorted(unknown)[0]}", f"not an option of {choice}")
     options.update(entry)
     return options, train_options
+
+
+def model_preset(choice: str) -> dict[str, Any]:
+    """conf/model/<choice>.yaml with its defaults list applied (its ``objective`` preset)."""
+    conf = files("cfrec.conf").joinpath("model")
+    options = OmegaConf.to_container(OmegaConf.load(conf.joinpath(f"{choice}.yaml")))
+    for default in options.pop("defaults", []):
+        if isinstance(default, Mapping):
+            for group, name in default.items():
+                options[group] = OmegaConf.to_container(OmegaConf.load(conf.joinpath(group, f"{name}.yaml")))
+    return options
 
 
 def compare(cfg: Mapping[str, Any], run_dir: str | Path) -> pd.DataFrame:
@@ -78,7 +89,7 @@ def compare(cfg: Mapping[str, Any], run_dir: str | Path) -> pd.DataFrame:
         metrics = evaluate(model, train, test, device=device, **{**cfg["eval"], "ks": sorted({*cfg["eval"]["ks"], 50})})
         metrics.update(model=label, fit_seconds=fit_seconds, eval_seconds=time.perf_counter() - start)
         head = int(settings.get("head") or 0)
-        if head:
+        if head and model.predicts_ratings:
             first = evaluate(model, train, test, limit=head, ranking=False, device=device)
             metrics.update({f"accuracy@first{head}": first["accuracy"], f"rmse@first{head}": first["rmse"]})
         metrics["predicts_ratings"] = model.predicts_ratings
@@ -88,12 +99,13 @@ def compare(cfg: Mapping[str, Any], run_dir: str | Path) -> pd.DataFrame:
             plots.true_vs_predicted(test.values, pred, run_dir / f"true_vs_predicted_{label}.png", label)
         if settings.get("save_models"):
             save_model(model, train, run_dir / "models" / label)
-        log.info("%s: rmse %.4f, accuracy %.4f, recall@50 %.4f, fit %.2f s",
-                 label, metrics["rmse"], metrics["accuracy"], metrics["recall@50"], fit_seconds)
+        log.info("%s: %s, recall@50 %.4f, fit %.2f s", label,
+                 f"rmse {metrics['rmse']:.4f}, accuracy {metrics['accuracy']:.4f}" if model.predicts_ratings
+                 else "ranking only", metrics["recall@50"], fit_seconds)
         rows.append(metrics)
     table = pd.DataFrame(rows)
     head_columns = [c for c in table.columns if "@first" in c]
-    table = table[TABLE_COLUMNS[:1] + head_columns + TABLE_COLUMNS[1:]]
+    table = table.reindex(columns=TABLE_COLUMNS[:1] + head_columns + TABLE_COLUMNS[1:])
     write_report(table, rows, errors, train.values, test.values, run_dir)
     return table
 
@@ -104,8 +116,8 @@ def write_report(table: pd.DataFrame, rows: list[dict], errors: dict[str, np.nda
     with atomic_path(run_dir / "comparison.csv") as tmp:
         table.to_csv(tmp, index=False)
     scores_only = [row["model"] for row in rows if not row["predicts_ratings"]]
-    note = (f"\n{', '.join(scores_only)}: ranking scores, not ratings; accuracy, RMSE and MAE do not apply "
-            f"(shown for completeness, left out of the plots).\n" if scores_only else "")
+    note = (f"\n{', '.join(scores_only)}: ranking models (their scores are not ratings): accuracy, RMSE and MAE "
+            f"do not apply and are left empty.\n" if scores_only else "")
     with atomic_path(run_dir / "comparison.md") as tmp:
         tmp.write_text(to_markdown(table) + note)
     write_json(run_dir / "metrics.json", {row["model"]: row for row in rows})

@@ -14,7 +14,7 @@ import yaml
 
 from cfrec.checkpoint import TRAIN_STATE, load_train_state, save_train_state
 from cfrec.data import Ratings
-from cfrec.errors import ConfigError, TrainingDiverged
+from cfrec.errors import CheckpointError, ConfigError, TrainingDiverged
 from cfrec.models.base import Recommender
 from cfrec.models.factor import FactorModel
 from cfrec.train.config import TrainConfig
@@ -79,7 +79,7 @@ def _resume_state(folder: str, meta: Mapping[str, Any]) -> dict[str, Any]:
     """The saved trainer state of ``folder``, after checking it trained this model on this data."""
     try:
         state, saved = load_train_state(folder)
-    except Exception as err:  # CheckpointError and friends: a config problem from the user's side
+    except (CheckpointError, OSError) as err:  # a config problem from the user's side
         raise ConfigError("train.resume", str(err)) from None
     if saved != meta:
         raise ConfigError(

@@ -8,6 +8,7 @@ every rank trains its shard and rank 0 alone evaluates and writes (``docs/distri
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from pathlib import Path
@@ -25,11 +26,14 @@ from cfrec.experiment import check_data_source, load_data, make_split, resolve_d
 from cfrec.io import write_json
 from cfrec.models.base import Recommender
 from cfrec.models.factor import FactorModel
-from cfrec.models.registry import build_model
+from cfrec.models.registry import build_model, model_class
+from cfrec.objectives import make_objective
+from cfrec.tune import AUTO, auto_keys, search, with_value
 from cfrec.index import HNSWIndex
 from cfrec.monitor import TensorBoardLogger
 from cfrec.threads import configure_run_threads
 from cfrec.train import distributed
+from cfrec.train.config import monitor_mode
 from cfrec.serving import ITEM_INDEX, USER_INDEX
 
 log = logging.getLogger(__name__)
@@ -59,11 +63,47 @@ def check_distributed(train_options: Mapping[str, Any] | None, model: Recommende
 
 
 def make_model(options: Mapping[str, Any], device: torch.device) -> Recommender:
-    """An unfitted model from a ``model`` section; KNN ``embeddings`` may name another run folder."""
+    """An unfitted model from a ``model`` section; KNN ``embeddings`` may name another run folder.
+    Options set to ``auto`` (chosen on validation, `cfrec.tune`) take their defaults here."""
     options = dict(options)
+    for key in auto_keys(options):
+        options = with_value(options, key, _default(str(options.get("name", "")), options, key))
     if isinstance(options.get("embeddings"), str):  # KNN over the vectors of another run's model
         options["embeddings"] = load_model(options["embeddings"]).model
     return build_model(str(options.pop("name", "")), options, device=str(device))
+
+
+def _default(name: str, options: Mapping[str, Any], key: str) -> Any:
+    """The code's default of dotted model option ``key`` (an objective's from its own defaults)."""
+    head, _, rest = key.partition(".")
+    if head == "objective":
+        objective = options.get("objective", {})
+        return make_objective({k: v for k, v in dict(objective).items() if v != AUTO}).config()[rest]
+    return inspect.signature(model_class(name)).parameters[head].default
+
+
+def fit_tuned(cfg: Mapping[str, Any], model: Recommender, train: Ratings, device: torch.device,
+              progress: bool) -> tuple[Recommender, float, dict[str, Any]]:
+    """Fit with every ``auto`` model option chosen on validation (`cfrec.tune.search`); returns
+    (the best fitted model, the seconds of all fits, what was chosen)."""
+    options, chosen, start = dict(cfg["model"]), {}, time.perf_counter()
+    monitor = (cfg.get("train") or {}).get("monitor", "auto")
+    if not (cfg.get("train") or {}).get("val_fraction", 0.02):
+        raise ConfigError("train.val_fraction", "must be > 0 when a model option is auto: the choice is made on it")
+    for key in auto_keys(options):
+        def fit(value: float) -> tuple[float, Recommender]:
+            candidate = make_model(with_value(options, key, value), device)
+            fit_model(candidate, train, cfg.get("train"), device=device, progress=progress)
+            summary = validation_summary(candidate, monitor)
+            sign = 1.0 if summary["monitor_mode"] == "min" else -1.0
+            log.info("tuning model.%s: %.4g → %s %.5f", key, value, summary["monitor"], summary[summary["monitor"]])
+            return sign * summary[summary["monitor"]], candidate
+
+        value, model, tried = search(fit, float(_default(options["name"], options, key)))
+        options = with_value(options, key, value)
+        chosen[key] = {"value": value, "tried": [[v, abs(score)] for v, score in tried]}
+        log.info("model.%s=auto chose %.4g (%d fits)", key, value, len(tried))
+    return model, time.perf_counter() - start, chosen
 
 
 def load_split(cfg: Mapping[str, Any]) -> Split:
@@ -101,11 +141,15 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, label: str | None = None) -
     main = distributed.launched_rank() == 0
     logger = TensorBoardLogger(run_dir / "tb") if options.get("tensorboard", True) and main else None
     log.info("fitting %s on %s (%d ratings; test %d pairs)", label, train.name, len(train), len(test))
-    fit_seconds = fit_model(
-        model, train, cfg.get("train"), [logger.on_epoch_end] if logger else [], device=device,
-        progress=options.get("progress", True), run_dir=run_dir if main else None,
-        describe={"model": dict(cfg["model"]), "data": dict(cfg["data"]), "split": dict(cfg["split"])},
-    )
+    tuned: dict[str, Any] = {}
+    if auto_keys(cfg["model"]):
+        model, fit_seconds, tuned = fit_tuned(cfg, model, train, device, options.get("progress", True))
+    else:
+        fit_seconds = fit_model(
+            model, train, cfg.get("train"), [logger.on_epoch_end] if logger else [], device=device,
+            progress=options.get("progress", True), run_dir=run_dir if main else None,
+            describe={"model": dict(cfg["model"]), "data": dict(cfg["data"]), "split": dict(cfg["split"])},
+        )
     if not main:
         return None
     start = time.perf_counter()
@@ -114,11 +158,13 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, label: str | None = None) -
         "model": label, "data": train.name.removesuffix("/train"), "fit_seconds": fit_seconds,
         "eval_seconds": time.perf_counter() - start, "n_train": len(train), "n_dropped": split.n_dropped,
     })
-    metrics.update(validation_summary(model))
+    metrics.update(validation_summary(model, (cfg.get("train") or {}).get("monitor", "auto")))
+    if tuned:
+        metrics["tuned"] = tuned
     write_json(run_dir / "metrics.json", metrics)
     log.info("%s: %s", label, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
     if options.get("save_model", True):
-        save_model(model, train, run_dir)
+        save_model(model, train, run_dir, config_name=label)
     if options.get("build_index", True):
         build_indexes(model, cfg.get("index", {}), run_dir)
     if options.get("plots", True):
@@ -135,14 +181,22 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, label: str | None = None) -
     return metrics
 
 
-def validation_summary(model: Recommender) -> dict[str, float]:
-    """The best epoch's validation metrics of a learned model (``valid_rmse`` sorts sweeps)."""
+def validation_summary(model: Recommender, monitor: str = "auto") -> dict[str, Any]:
+    """A learned model's validation metrics at its best epoch, as ``valid_*`` keys, and which one
+    chose that epoch (``monitor``: e.g. ``valid_rmse``, lower is better; ``valid_ndcg@10``, higher).
+    Sweeps sort on it; no test metric ever does."""
     history = getattr(model, "history", None) or []
-    scored = [row for row in history if "val_rmse" in row]
-    if not scored:
+    if isinstance(model, FactorModel) and monitor == "auto":
+        monitor = model.monitor
+    scored = [row for row in history if monitor in row]
+    if not scored or monitor == "loss":
         return {}
-    best = min(scored, key=lambda row: row["val_rmse"])
-    return {"valid_rmse": best["val_rmse"], "valid_accuracy": best["val_accuracy"], "epochs_run": len(history)}
+    pick = min if monitor_mode(monitor) == "min" else max
+    best = pick(scored, key=lambda row: row[monitor])
+    summary: dict[str, Any] = {f"valid_{k[4:]}": v for k, v in best.items() if k.startswith("val_")}
+    summary.update({"monitor": f"valid_{monitor[4:]}", "monitor_mode": monitor_mode(monitor),
+                    "best_epoch": int(best["epoch"]), "epochs_run": len(history)})
+    return summary
 
 
 def build_indexes(model: Recommender, params: Mapping[str, Any], run_dir: Path) -> None:
@@ -155,11 +209,13 @@ def build_indexes(model: Recommender, params: Mapping[str, Any], run_dir: Path) 
 
 
 def write_plots(model: Recommender, train: Ratings, test: Ratings, run_dir: Path, label: str, device) -> None:
-    """Rating distribution, error histogram and true-vs-predicted PNGs of one model."""
-    pred = predict_pairs(model, test.users, test.items, device=device).numpy()
+    """Rating distribution, error histogram and true-vs-predicted PNGs of one model (rating
+    plots only for a model that predicts ratings), and its training curves."""
     plots.rating_distribution(train.values, test.values, run_dir / "rating_distribution.png")
-    plots.error_histograms({label: pred - test.values}, run_dir / "prediction_errors.png")
-    plots.true_vs_predicted(test.values, pred, run_dir / "true_vs_predicted.png", label)
+    if model.predicts_ratings:
+        pred = predict_pairs(model, test.users, test.items, device=device).numpy()
+        plots.error_histograms({label: pred - test.values}, run_dir / "prediction_errors.png")
+        plots.true_vs_predicted(test.values, pred, run_dir / "true_vs_predicted.png", label)
     history = getattr(model, "history", None)
     if history:
         plots.training_curves(history, run_dir / "training_curves.png")

@@ -86,7 +86,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--min-ratings", type=int, default=0, metavar="N",
                         help="list only movies with at least N training ratings (useful with rating models)")
     parser.add_argument("--fallback", action="store_true",
-                        help="unknown ids get the bias baseline of what is known instead of an error")
+                        help="unknown ids get the bias baseline of what is known instead of an error; "
+                             "an unknown --user gets the most rated movies")
     args = parser.parse_args(argv)
     if args.movie is not None and args.user is None:
         parser.error("--movie needs --user")

@@ -11,11 +11,16 @@ from cfrec.apps.pipeline import run
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    """Test RMSE of the run (None on the ranks other than 0 of a torchrun job: they do not evaluate)."""
+    """The run's validation metric, for Hydra's sweepers (``valid_rmse`` — lower is better — or
+    ``valid_ndcg@10``, higher, as ``metrics.json``'s ``monitor`` says). None where nothing was
+    validated (models without training, ``train.val_fraction=0``, ranks other than 0): a test
+    metric is never returned, so no sweep can tune on test."""
     hydra_cfg = HydraConfig.get()
     metrics = run(OmegaConf.to_container(cfg, resolve=True), hydra_cfg.runtime.output_dir,
                   label=hydra_cfg.runtime.choices.get("model"))
-    return None if metrics is None else float(metrics["rmse"])
+    if metrics is None or "monitor" not in metrics:
+        return None
+    return float(metrics[metrics["monitor"]])
 
 
 if __name__ == "__main__":

@@ -32,8 +32,17 @@ class IdMap:
 
     @classmethod
     def from_values(cls, values: np.ndarray, kind: str = "item") -> tuple["IdMap", np.ndarray]:
-        """Map of the distinct ``values`` (sorted) and the code of every value."""
-        ids, codes = np.unique(np.asarray(values), return_inverse=True)
+        """Map of the distinct ``values`` (sorted) and the code of every value.
+
+        Integer ids spanning a range not much larger than their count (MovieLens ids) are
+        mapped through a lookup table in linear time instead of sorting.
+        """
+        values = np.asarray(values)
+        if values.dtype.kind in "iu" and values.size:
+            found = _dense_integer_codes(values)
+            if found is not None:
+                return cls(found[0], kind), found[1]
+        ids, codes = np.unique(values, return_inverse=True)
         return cls(ids, kind), codes.astype(np.int64).reshape(-1)
 
     @property
@@ -86,6 +95,21 @@ class IdMap:
     def id(self, code: int) -> object:
         """Raw id of one code, as a plain Python value."""
         return _plain(self._ids[int(code)])
+
+
+def _dense_integer_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(sorted distinct values, code of each value) via a presence table, or None if the span is wide."""
+    low, high = int(values.min()), int(values.max())
+    span = high - low + 1
+    if span > max(4 * values.size, 1 << 20):
+        return None
+    offsets = values - values.dtype.type(low)
+    present = np.zeros(span, dtype=bool)
+    present[offsets] = True
+    ids = (np.flatnonzero(present) + low).astype(values.dtype)
+    rank = np.cumsum(present, dtype=np.int64) - 1
+    del present
+    return ids, rank[offsets]
 
 
 def _plain(value: object) -> object:

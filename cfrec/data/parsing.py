@@ -1,19 +1,22 @@
 """Reading delimited text tables strictly: any malformed line is an error naming file and line.
 
-`read_table` parses with pandas' C engine (fast path) and only re-examines a column when
-it did not come out numeric, so a clean 1M-line file costs about 0.2 s. `RatingColumns`
-then validates ids, ratings and timestamps and resolves duplicate (user, item) pairs.
+`read_table` parses with pandas' C engine and re-examines a column only when it did not come
+out numeric. It is the strict reference: ratings files are first tried by the typed columnar
+reader of `cfrec.data.fast`, and come here when that one refuses them, so that the error names
+the file and line. `numeric_column`, `check_scale` and `resolve_duplicates` validate the
+columns of either reader (see `cfrec.data.normalize`).
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import pandas as pd
@@ -24,18 +27,27 @@ log = logging.getLogger(__name__)
 
 OnDuplicate = Literal["last", "first", "mean", "error"]
 _FIELD_SEP = "\x1f"  # ASCII unit separator: stands in for multi-character separators such as "::"
+_BOM = b"\xef\xbb\xbf"
+_ASCII_SUPERSETS = {"utf-8", "utf-8-sig", "iso8859-1", "ascii", "cp1252", "iso8859-15"}
+_INTEGER = r"\s*[+-]?\d+\s*"  # how an integer id is written: no decimal point, no exponent
+Encoding = str | tuple[str, ...]  # one encoding, or candidates tried in order ("utf-8", "latin-1")
 
 
 @dataclass
 class Table:
-    """A parsed table: ``frame`` rows and the 1-based source line of every row."""
+    """A parsed table: columns by label, and the 1-based source line of every row.
 
-    frame: pd.DataFrame
-    lines: np.ndarray
+    ``frame`` is a DataFrame (strict reader) or a mapping label → array (fast reader).
+    ``lines`` may be None when row ``r`` is line ``first_line + r`` (no blank line skipped).
+    """
+
+    frame: pd.DataFrame | dict
+    lines: np.ndarray | None
     path: Path
+    first_line: int = 1
 
     def line_of(self, row: int) -> int:
-        return int(self.lines[row])
+        return int(self.lines[row]) if self.lines is not None else self.first_line + int(row)
 
 
 def read_bytes(path: Path) -> bytes:
@@ -49,16 +61,52 @@ def read_bytes(path: Path) -> bytes:
     return data
 
 
-def decode_check(data: bytes, encoding: str, path: Path) -> None:
-    """Raise `DataFormatError` naming the first line that is not valid ``encoding``."""
+def is_utf8(encoding: str) -> bool:
+    return codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
+
+
+def strip_bom(data: bytes, encoding: str) -> bytes:
+    """``data`` without a leading UTF-8 byte-order mark (Excel writes one) when reading UTF-8."""
+    return data[len(_BOM):] if data.startswith(_BOM) and is_utf8(encoding) else data
+
+
+def decode_check(data: bytes, encoding: Encoding, path: Path) -> str:
+    """The first of ``encoding`` (one name or candidates in order) that decodes ``data``.
+
+    When none does, a `DataFormatError` names the first line the first candidate cannot decode.
+    """
+    candidates = (encoding,) if isinstance(encoding, str) else tuple(encoding)
+    first_error: UnicodeDecodeError | None = None
+    for candidate in candidates:
+        if codecs.lookup(candidate).name in _ASCII_SUPERSETS and data.isascii():
+            return candidate  # no copy of a large file just to learn it is plain ASCII
+        try:
+            data.decode(candidate)
+            return candidate
+        except UnicodeDecodeError as err:
+            first_error = first_error or err
+    assert first_error is not None
+    line = data[: first_error.start].count(b"\n") + 1
+    raise DataFormatError(
+        f"byte {data[first_error.start]:#04x} is not valid {candidates[0]} (is the file in another encoding?)",
+        path=path, line=line,
+    )
+
+
+def read_header(path: Path, sep: str, encoding: str) -> list[str]:
+    """Column names on the first line (BOM dropped, names stripped); an error naming line 1."""
+    with open(path, "rb") as handle:
+        first = strip_bom(handle.readline(), encoding).rstrip(b"\r\n")
     try:
-        data.decode(encoding)
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        raise DataFormatError(
-            f"byte {data[err.start]:#04x} is not valid {encoding} (is the file in another encoding?)",
-            path=path, line=line,
-        ) from None
+        text = first.decode(encoding)
+    except UnicodeDecodeError:
+        raise DataFormatError(f"the header is not valid {encoding}", path=path, line=1) from None
+    if len(sep) > 1:
+        return [name.strip() for name in text.split(sep)]
+    try:
+        return [name.strip() for name in next(csv.reader([text], delimiter=sep))]
+    except (csv.Error, StopIteration) as err:
+        raise DataFormatError(f"cannot parse the header ({err})", path=path, line=1) from None
 
 
 def read_table(
@@ -67,23 +115,28 @@ def read_table(
     sep: str,
     n_fields: int,
     header: bool = False,
-    encoding: str = "utf-8",
+    encoding: Encoding = "utf-8",
     quoted: bool = False,
     min_fields: int | None = None,
     field_names: tuple[str, ...] | None = None,
     text_fields: tuple[int, ...] = (),
+    integer_fields: tuple[int, ...] = (),
 ) -> Table:
     """Parse a delimited file of ``n_fields`` columns (0, 1, ... or the header's names).
 
     A line with another number of fields, or an empty field among the first ``min_fields``
     (default all), is an error naming the line (and the field, by ``field_names``). Blank lines are
     skipped and counted in the log. Only an empty field is missing ("NA" or "null" are text).
-    Numeric-looking columns come out numeric, others and ``text_fields`` (positions) as strings.
+    Numeric-looking columns come out numeric, others and ``text_fields`` (positions) as strings;
+    ``integer_fields`` come out int64 when every field is an integer, else as strings.
+    ``encoding`` may list candidates: the first that decodes the whole file is used.
     """
     path = Path(path)
     data = read_bytes(path)
-    decode_check(data, encoding, path)
-    data = data.replace(b"\r\n", b"\n")  # Windows line ends; a lone "\r" stays an error
+    encoding = decode_check(data, encoding, path)
+    data = strip_bom(data, encoding)
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n")  # Windows line ends; a lone "\r" stays an error
     if len(sep) > 1:
         data = data.replace(sep.encode(encoding), _FIELD_SEP.encode(encoding))
         sep = _FIELD_SEP
@@ -101,16 +154,21 @@ def read_table(
     first_data_line = (2 if header else 1) + leading_blank
     if not data.strip():
         raise DataFormatError("the file holds no data rows", path=path)
-    try:
-        frame = pd.read_csv(
-            io.BytesIO(data), sep=sep, header=None, index_col=False, skip_blank_lines=False,
-            encoding=encoding, engine="c", keep_default_na=False, na_values=[""], lineterminator="\n",
-            quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE, dtype={i: str for i in text_fields},
-        )
-    except pd.errors.ParserError as err:
-        raise _parser_error(err, path, n_fields, first_data_line) from None
-    except pd.errors.EmptyDataError:
-        raise DataFormatError("the file holds no data rows", path=path) from None
+    def parse(text: tuple[int, ...]) -> pd.DataFrame:
+        try:
+            return pd.read_csv(
+                io.BytesIO(data), sep=sep, header=None, index_col=False, skip_blank_lines=False,
+                encoding=encoding, engine="c", keep_default_na=False, na_values=[""], lineterminator="\n",
+                quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE, dtype={i: str for i in text},
+            )
+        except pd.errors.ParserError as err:
+            raise _parser_error(err, path, n_fields, first_data_line) from None
+        except pd.errors.EmptyDataError:
+            raise DataFormatError("the file holds no data rows", path=path) from None
+
+    frame = parse(tuple(text_fields))
+    if any(i < frame.shape[1] and frame[i].dtype != np.int64 for i in integer_fields):
+        frame = parse(tuple(text_fields) + tuple(integer_fields))  # judge them as written: "1.0" is no integer
     lines = np.arange(len(frame), dtype=np.int64) + first_data_line
     blank = frame.isna().all(axis=1).to_numpy()
     if blank.any():  # truly empty lines only: "::" or "," alone is a broken row, not a blank one
@@ -187,20 +245,28 @@ def _parser_error(err: Exception, path: Path, n_fields: int, first_data_line: in
 def numeric_column(
     table: Table, column: object, label: str, *, integer: bool, allow_missing: bool = False
 ) -> np.ndarray:
-    """Column as int64 (``integer``) or float64; the first bad field raises naming its line."""
+    """Column as int64 (``integer``) or float64; the first bad field raises naming its line.
+
+    Read as text (id columns are), an integer is digits with an optional sign: ``1.0`` or
+    ``1e3`` are errors, not 1 and 1000.
+    """
     series = table.frame[column]
-    if integer and series.dtype == np.int64:
-        return series.to_numpy()  # the fast path: pandas parsed every field as an int64
-    if pd.api.types.is_float_dtype(series.dtype) or series.dtype == np.int64:
-        values = series.to_numpy(dtype=np.float64)
-    else:  # strings, or integers beyond int64 (uint64): find the first field that is not a number
+    dtype = series.dtype
+    if integer and dtype == np.int64:
+        return np.asarray(series)  # the fast path: every field parsed as an int64
+    if pd.api.types.is_float_dtype(dtype) or dtype == np.int64:
+        values = np.asarray(series, dtype=np.float64)
+    else:  # text, or integers beyond int64 (uint64): find the first field that is not a number
+        series = pd.Series(series)
         values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
-        bad = np.isnan(values) & series.notna().to_numpy()
+        present = series.notna().to_numpy()
+        bad = np.isnan(values) & present
+        if integer and series.dtype != np.uint64:
+            bad |= present & ~series.astype(object).where(present, "0").astype(str).str.fullmatch(_INTEGER).to_numpy(bool)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            raise DataFormatError(
-                f"{label} '{series.iloc[row]}' is not a number", path=table.path, line=table.line_of(row)
-            )
+            what = "an integer" if integer and not np.isnan(values[row]) else "a number"
+            raise DataFormatError(f"{label} '{series.iloc[row]}' is not {what}", path=table.path, line=table.line_of(row))
     missing = np.isnan(values)
     if missing.any() and not allow_missing:
         row = int(np.flatnonzero(missing)[0])
@@ -208,16 +274,24 @@ def numeric_column(
     if not integer:
         if allow_missing and np.isinf(values).any():  # optional fields: missing, or a finite value
             row = int(np.flatnonzero(np.isinf(values))[0])
-            raise DataFormatError(f"{label} '{series.iloc[row]}' is not finite", path=table.path, line=table.line_of(row))
+            raise DataFormatError(f"{label} '{_at(series, row)}' is not finite", path=table.path, line=table.line_of(row))
         return values
-    bad = ~missing & ((values != np.round(values)) | (np.abs(values) >= 2.0**63))
+    bad = (np.abs(values) >= 2.0**63) | (~missing & (values != np.round(values)))
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise DataFormatError(
-            f"{label} '{series.iloc[row]}' is not an integer that fits in 64 bits",
+            f"{label} '{_at(series, row)}' is not an integer that fits in 64 bits",
             path=table.path, line=table.line_of(row),
         )
-    return values.astype(np.int64)
+    if dtype == np.int64:
+        return np.asarray(series)
+    if pd.api.types.is_float_dtype(dtype):
+        return values.astype(np.int64)
+    return pd.Series(series).astype(str).str.strip().astype(np.int64).to_numpy()  # text: exact beyond 2**53
+
+
+def _at(series: object, row: int) -> object:
+    return series.iloc[row] if isinstance(series, pd.Series) else series[row]
 
 
 def check_scale(values: np.ndarray, scale: tuple[float, float] | None, table: Table, label: str = "rating") -> None:
@@ -237,34 +311,38 @@ def resolve_duplicates(
     values: np.ndarray,
     rule: OnDuplicate,
     table: Table,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Rows to keep (ascending) and the ratings for them, after resolving repeated pairs.
+    describe: Callable[[int], str] | None = None,
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """Rows to keep (ascending; None = all) and the ratings for them, after resolving repeated pairs.
 
-    ``last`` keeps the last occurrence in file order (a re-rating supersedes), ``first`` the
-    first, ``mean`` keeps the first row with the mean rating, ``error`` raises naming both lines.
+    ``users`` and ``items`` are non-negative codes. ``last`` keeps the last occurrence in file
+    order (a re-rating supersedes), ``first`` the first, ``mean`` keeps the first row with the
+    mean rating, ``error`` raises naming both lines (``describe(row)`` names the pair).
     """
-    pairs = pd.DataFrame({"u": users, "i": items})
-    repeated = pairs.duplicated(keep="first").to_numpy()  # every occurrence after the first
+    if rule not in ("first", "last", "mean", "error"):
+        raise ValueError(f"on_duplicate must be one of last, first, mean, error; got {rule!r}")
+    key = users * np.int64(int(items.max()) + 1 if len(items) else 1) + items
+    if len(key) < 2 or bool((key[1:] > key[:-1]).all()):
+        return None, values  # strictly increasing: no pair repeats (files sorted by user, then item)
+    repeated = pd.Series(key).duplicated(keep="first").to_numpy()  # every occurrence after the first
     if not repeated.any():
-        return np.arange(len(users)), values
+        return None, values
     if rule == "error":
         row = int(np.flatnonzero(repeated)[0])
-        same = np.flatnonzero((users == users[row]) & (items == items[row]))
+        same = np.flatnonzero(key == key[row])
+        pair = describe(row) if describe else f"user {users[row]} rated item {items[row]}"
         raise DataFormatError(
-            f"user {users[row]!r} rated item {items[row]!r} more than once "
-            f"(lines {', '.join(str(table.line_of(r)) for r in same)})",
+            f"{pair} more than once (lines {', '.join(str(table.line_of(r)) for r in same)})",
             path=table.path, line=table.line_of(row),
         )
-    if rule not in ("first", "last", "mean"):
-        raise ValueError(f"on_duplicate must be one of last, first, mean, error; got {rule!r}")
     log.warning("%s: %d repeated (user, item) pair(s) resolved by rule %r", table.path, int(repeated.sum()), rule)
     if rule == "first":
         keep = np.flatnonzero(~repeated)
         return keep, values[keep]
     if rule == "last":
-        keep = np.flatnonzero(~pairs.duplicated(keep="last").to_numpy())
+        keep = np.flatnonzero(~pd.Series(key).duplicated(keep="last").to_numpy())
         return keep, values[keep]
-    group = pairs.groupby(["u", "i"], sort=False).ngroup().to_numpy()
+    group = pd.factorize(key)[0]
     means = np.bincount(group, weights=values) / np.bincount(group)
     keep = np.flatnonzero(~repeated)
     return keep, means[group[keep]].astype(values.dtype)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-import torch
 
 from cfrec.data.idmap import IdMap
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: `import cfrec.data` stays light
+    import torch
 
 
 @dataclass(frozen=True, eq=False)
@@ -231,6 +233,8 @@ class Ratings:
 
     def to_tensors(self, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(users int64, items int64, values float32) tensors, the gathered-index layout."""
+        import torch
+
         return (
             torch.as_tensor(self.users, device=device),
             torch.as_tensor(self.items, device=device),
@@ -239,6 +243,8 @@ class Ratings:
 
     def to_coo_tensor(self, device: str | torch.device = "cpu") -> torch.Tensor:
         """Coalesced sparse COO tensor of shape (n_users, n_items)."""
+        import torch
+
         users, items, values = self.to_tensors(device)
         return torch.sparse_coo_tensor(
             torch.stack([users, items]), values, (self.n_users, self.n_items), check_invariants=False
@@ -246,6 +252,8 @@ class Ratings:
 
     def to_dense(self, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """Dense (Y, R): Y (n_users, n_items) float32 ratings with 0 where unrated, R the bool mask."""
+        import torch
+
         users, items, values = self.to_tensors(device)
         Y = torch.zeros(self.n_users, self.n_items, dtype=torch.float32, device=device)
         R = torch.zeros(self.n_users, self.n_items, dtype=torch.bool, device=device)

@@ -16,6 +16,7 @@ from scipy.special import ndtr
 
 from cfrec.data.idmap import IdMap
 from cfrec.data.ratings import ItemInfo, Ratings
+from cfrec.errors import ConfigError
 
 GENRES = (
     "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
@@ -69,10 +70,10 @@ def synthetic(
     ``min_user_ratings`` ratings. Raw ids are 1..n_users and 1..n_items; items no one
     rated are absent from the item map, as in MovieLens.
     """
-    if n_ratings > n_users * n_items:
-        raise ValueError(f"n_ratings={n_ratings} exceeds the {n_users * n_items} possible pairs")
-    if min_user_ratings * n_users > n_ratings or min_user_ratings > n_items:
-        raise ValueError("min_user_ratings * n_users must not exceed n_ratings, nor min_user_ratings n_items")
+    check_synthetic(
+        n_users=n_users, n_items=n_items, n_ratings=n_ratings, rank=rank, noise=noise, step=step, seed=seed,
+        min_user_ratings=min_user_ratings, scale=scale,
+    )
     rng = np.random.default_rng(seed)
     popularity = rng.permutation(1.0 / np.arange(1, n_items + 1) ** zipf)
     popularity /= popularity.sum()
@@ -113,6 +114,39 @@ def synthetic(
         ratings, global_mean, b_u[u_rows], b_i[i_rows], theta[u_rows], x[i_rows], affinity[u_rows],
         signal, noise, step, floor,
     )
+
+
+def check_synthetic(
+    *,
+    n_users: int = 1000,
+    n_items: int = 500,
+    n_ratings: int = 50_000,
+    rank: int = 8,
+    noise: float = 0.5,
+    step: float = 1.0,
+    seed: int = 0,
+    min_user_ratings: int = 5,
+    scale: tuple[float, float] = (1.0, 5.0),
+) -> None:
+    """`ConfigError` naming the first impossible option of `synthetic`, before any work."""
+    for key, value, low in (("n_users", n_users, 1), ("n_items", n_items, 1), ("n_ratings", n_ratings, 1),
+                            ("rank", rank, 1), ("min_user_ratings", min_user_ratings, 0), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ConfigError(key, f"must be an integer ≥ {low}, got {value!r}")
+    for key, value in (("noise", noise), ("step", step)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not np.isfinite(value) or value < 0:
+            raise ConfigError(key, f"must be a finite number ≥ 0, got {value!r}")
+    if noise == 0 and step > 0:
+        raise ConfigError("noise", "must be > 0 when ratings are rounded (step > 0); use step=0 for noise-free values")
+    low, high = scale
+    if not low < high or (step > 0 and step > high - low):
+        raise ConfigError("step", f"{step} does not fit the rating scale {low:g}–{high:g}")
+    if n_ratings > n_users * n_items:
+        raise ConfigError("n_ratings", f"{n_ratings} exceeds the {n_users * n_items} possible (user, item) pairs")
+    if min_user_ratings * n_users > n_ratings:
+        raise ConfigError("n_ratings", f"{n_ratings} is below min_user_ratings × n_users = {min_user_ratings * n_users}")
+    if min_user_ratings > n_items:
+        raise ConfigError("n_items", f"{n_items} is below min_user_ratings = {min_user_ratings}")
 
 
 def _sample_pairs(rng, n_users, n_items, n_ratings, popularity, activity, min_user_ratings):

@@ -38,6 +38,9 @@ class Recommender:
     n_items: int = 0
     rating_range: tuple[float, float] | None = None  # predictions are clipped into it when set
     predicts_ratings: bool = True  # False where scores rank items but are not ratings (RMSE does not apply)
+    ranks_by: str = "rating"  # what ``score`` returns: predicted ratings, or a "preference" score
+    vector_similarity: str = "cosine"  # how ``user_vectors`` / ``item_vectors`` compare ("similar movies")
+    train_mean: float = 0.0  # the mean training rating (the last-resort fallback)
 
     # -- to implement -------------------------------------------------------------------
     def fit(self, train: Ratings) -> "Recommender":
@@ -80,16 +83,24 @@ class Recommender:
             raise ValueError(f"cannot fit {type(self).__name__} on an empty training set")
         self.n_users, self.n_items = train.n_users, train.n_items
         self.rating_range = train.scale or (float(train.values.min()), float(train.values.max()))
+        self.train_mean = float(np.mean(train.values, dtype=np.float64))
 
     def shape_meta(self) -> dict[str, Any]:
         """Sizes and rating range as JSON, stored beside ``state()`` in checkpoints."""
         return {"n_users": self.n_users, "n_items": self.n_items,
-                "rating_range": None if self.rating_range is None else list(self.rating_range)}
+                "rating_range": None if self.rating_range is None else list(self.rating_range),
+                "train_mean": self.train_mean}
 
     def restore_shape(self, meta: dict[str, Any]) -> None:
         """Inverse of ``shape_meta``."""
         self.n_users, self.n_items = int(meta["n_users"]), int(meta["n_items"])
         self.rating_range = None if meta["rating_range"] is None else tuple(meta["rating_range"])
+        self.train_mean = float(meta.get("train_mean", 0.0))
+
+    def fallback_predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Ratings for pairs the model cannot score (code −1 = an unknown user or movie): here the
+        mean training rating; models with biases add what they know (`BiasBaseline`, `FactorModel`)."""
+        return np.full(len(users), self.train_mean, dtype=np.float32)
 
     def clip(self, ratings: Tensor) -> Tensor:
         """Predictions clipped into the training rating range."""

@@ -82,6 +82,14 @@ class BiasBaseline(Recommender):
         dev = users.device
         return self.mean.to(dev) + self.user_bias.to(dev)[users, None] + self.item_bias.to(dev)[None, :]
 
+    def fallback_predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """μ + b_u (known user) + b_i (known movie); codes −1 are unknown."""
+        value = np.full(len(users), float(self.mean), dtype=np.float32)
+        for codes, bias in ((users, self.user_bias), (items, self.item_bias)):
+            known = codes >= 0
+            value[known] += bias.cpu().numpy()[codes[known]]
+        return np.clip(value, *self.rating_range) if self.clip_predictions and self.rating_range else value
+
     def config(self) -> dict[str, Any]:
         return {"reg_user": self.reg_user, "reg_item": self.reg_item, "n_sweeps": self.n_sweeps, "clip": self.clip_predictions}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -10,25 +10,28 @@ from torch import Tensor, nn
 from cfrec.data.ratings import Ratings
 from cfrec.errors import ConfigError
 from cfrec.models.factor import FactorModel
+from cfrec.objectives import Objective
 
 
 class CollaborativeFiltering(FactorModel):
-    """Matrix factorization ŷ(u, i) = θ_uᵀx_i (+ μ + b_u + b_i), trained on the notes' J.
+    """Matrix factorization ŷ(u, i) = θ_uᵀx_i (+ μ + b_u + b_i), trained for an objective.
 
     Options (each one key of ``conf/model/cf.yaml``):
+
+    - ``objective``: what it is trained for (`cfrec.objectives`): ``joint`` (the default: a rating
+      head for ``predict`` and a preference head for ``recommend``), ``squared`` (ratings only),
+      ``weighted`` or ``bpr`` (ranking only); a name or a mapping with ``name`` and its options.
 
     - ``rank``: k, the length of θ_u and x_i.
     - ``l2``: λ on ‖Θ‖² + ‖X‖² (J sums over ratings, so λ is in rating-count units).
     - ``bias``: learn a global mean and user/item biases (initialised from the closed-form bias
       baseline); ``l2_bias`` is their own λ.
     - ``init_scale``: standard deviation of the random normal θ and x at the start.
-    - ``w0``: ``None`` fits the rated cells only. A number in (0, 1] gives the weighted-mask
-      variant for ranking: every unrated cell counts as a 0 with weight ``w0`` (rated cells
-      weight 1); its scores rank well, but they are not ratings.
+    - ``w0``: deprecated; ``w0=0.3`` is ``objective={"name": "weighted", "w0": 0.3}``.
     - ``clip``: clip predicted ratings into the training rating range.
     - ``l2_exponent``: α of count-scaled regularization: each user's (item's) penalty, biases
       included, is multiplied by its number of training ratings to the power α. 0 is the notes'
-      J exactly; 0.5 (the default, tuned on ML-1M) penalises a user with 100 ratings 10× as much
+      J exactly; 0.5 (the default, chosen on validation) penalises a user with 100 ratings 10× as much
       as one with 1, so λ is per √rating rather than per row.
 
     Items (or users) with no training rating keep x = 0 and predict μ + b_u.
@@ -38,13 +41,14 @@ class CollaborativeFiltering(FactorModel):
 
     def __init__(
         self, rank: int = 64, l2: float = 1.0, bias: bool = True, l2_bias: float = 0.1,
-        init_scale: float = 0.1, w0: float | None = None, clip: bool = True, l2_exponent: float = 0.5,
+        init_scale: float = 0.1, clip: bool = True, l2_exponent: float = 0.5,
+        objective: str | Mapping[str, Any] | Objective = "joint", w0: float | None = None,
     ):
         if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
             raise ConfigError("rank", f"must be a positive integer, got {rank!r}")
         if isinstance(init_scale, bool) or not isinstance(init_scale, (int, float)) or init_scale < 0:
             raise ConfigError("init_scale", f"must be a non-negative number, got {init_scale!r}")
-        super().__init__(l2=l2, bias=bias, l2_bias=l2_bias, w0=w0, clip=clip, l2_exponent=l2_exponent)
+        super().__init__(l2=l2, bias=bias, l2_bias=l2_bias, clip=clip, l2_exponent=l2_exponent, objective=objective, w0=w0)
         self._rank, self._init_scale = rank, float(init_scale)
         self.x = nn.Parameter(torch.zeros(0, rank))
 
@@ -68,5 +72,6 @@ class CollaborativeFiltering(FactorModel):
     def config(self) -> dict[str, Any]:
         return {
             "rank": self.rank, "l2": self.l2, "bias": self.use_bias, "l2_bias": self.l2_bias,
-            "init_scale": self.init_scale, "w0": self.w0, "clip": self.clip_predictions, "l2_exponent": self.l2_exponent,
+            "init_scale": self.init_scale, "clip": self.clip_predictions, "l2_exponent": self.l2_exponent,
+            "objective": self.objective.config(),
         }

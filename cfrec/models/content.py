@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -12,6 +12,7 @@ from cfrec.data.ratings import Ratings
 from cfrec.errors import ConfigError
 from cfrec.models.factor import FactorModel
 from cfrec.models.features import item_features
+from cfrec.objectives import Objective
 
 
 class ContentBased(FactorModel):
@@ -28,18 +29,20 @@ class ContentBased(FactorModel):
       the notes' pure θᵀx.
     - ``clip``: clip predicted ratings into the training rating range.
     - ``l2_exponent``: α of count-scaled regularization (see `CollaborativeFiltering`); 0 = the notes'.
+    - ``objective``: ``squared`` (ratings) or ``weighted`` (ranking); see `cfrec.objectives`.
 
     A movie nobody rated has b_i = 0 and is predicted from its features: μ + b_u + θ_uᵀf_i.
     """
 
     name = "content"
+    learns_items = False
 
     def __init__(
         self, genres: bool = True, year_width: int | None = 10, constant: bool = True, l2: float = 30.0,
         bias: bool = True, l2_bias: float = 1.0, clip: bool = True, item_features: Any | None = None,
-        l2_exponent: float = 0.0,
+        l2_exponent: float = 0.0, objective: str | Mapping[str, Any] | Objective = "squared",
     ):
-        super().__init__(l2=l2, bias=bias, l2_bias=l2_bias, w0=None, clip=clip, l2_exponent=l2_exponent)
+        super().__init__(l2=l2, bias=bias, l2_bias=l2_bias, clip=clip, l2_exponent=l2_exponent, objective=objective)
         self.genres, self.year_width, self.constant = bool(genres), year_width, bool(constant)
         given = None if item_features is None else torch.as_tensor(np.asarray(item_features, dtype=np.float32))
         if given is not None and (given.dim() != 2 or not torch.isfinite(given).all()):
@@ -79,5 +82,5 @@ class ContentBased(FactorModel):
         return {
             "genres": self.genres, "year_width": self.year_width, "constant": self.constant, "l2": self.l2,
             "bias": self.use_bias, "l2_bias": self.l2_bias, "clip": self.clip_predictions,
-            "l2_exponent": self.l2_exponent,
+            "l2_exponent": self.l2_exponent, "objective": self.objective.config(),
         }

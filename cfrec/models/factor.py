@@ -1,14 +1,17 @@
 """`FactorModel`: what the learned models share — ŷ(u, i) = θ_uᵀx_i (+ μ + b_u + b_i).
 
 A `torch.nn.Module` that follows the `Recommender` protocol: it holds θ and the biases as
-parameters, computes J through `cfrec.models.losses` on the trainer's batches, predicts and
-scores in batches, exports plain tensors, and folds new users in. Subclasses own the item
-side x: learned (`CollaborativeFiltering`) or fixed features (`ContentBased`).
+parameters (and a preference head where its objective asks for one), computes the
+objective's loss on the trainer's batches, predicts and scores in batches, exports plain
+tensors, and folds new users in. Subclasses own the item side x: learned
+(`CollaborativeFiltering`) or fixed features (`ContentBased`); `cfrec.objectives` owns what
+the training is for.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import warnings
+from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -18,9 +21,10 @@ from cfrec.data.ratings import Ratings
 from cfrec.errors import ConfigError
 from cfrec.models.base import Recommender, as_codes
 from cfrec.models.baseline import fit_biases
-from cfrec.models.foldin import FoldedUsers, seen_matrix, solve_users
-from cfrec.models.losses import Factors, LossTerms, Penalty, dense_loss, index_loss
-from cfrec.train.batches import Batch, DenseBatch
+from cfrec.models.foldin import FoldedUsers, solve_users
+from cfrec.models.losses import Factors, LossTerms, Penalty
+from cfrec.objectives import NotSupported, Objective, make_objective
+from cfrec.train.batches import Batch
 from cfrec.train.config import TrainConfig
 from cfrec.train.trainer import EpochCallback, Trainer
 
@@ -28,23 +32,37 @@ from cfrec.train.trainer import EpochCallback, Trainer
 class FactorModel(Recommender, nn.Module):
     """Shared core of `CollaborativeFiltering` and `ContentBased`.
 
-    Users or items without a training rating have θ = x = 0 and bias 0, J's own optimum for
+    The parameters are a *rating head* (θ, the item side x, μ, b_u, b_i) and, where the
+    objective asks for one (``joint``), a *preference head* (φ, z, c_u, d_i). The `Objective`
+    decides how they are trained and what the scores mean; this class does the arithmetic.
+    Users or items without a training rating have zero vectors and bias 0, J's own optimum for
     them, so they predict μ + b_u (or μ + b_i): the bias baseline, or the global mean.
     """
 
     def __init__(
-        self, *, l2: float, bias: bool, l2_bias: float, w0: float | None, clip: bool, l2_exponent: float = 0.0,
+        self, *, l2: float, bias: bool, l2_bias: float, clip: bool, l2_exponent: float = 0.0,
+        objective: str | Mapping[str, Any] | Objective = "squared", w0: float | None = None,
     ):
         nn.Module.__init__(self)
         _non_negative("l2", l2)
         _non_negative("l2_bias", l2_bias)
         _non_negative("l2_exponent", l2_exponent)
-        if w0 is not None and (isinstance(w0, bool) or not isinstance(w0, (int, float)) or not 0 < w0 <= 1):
-            raise ConfigError("w0", f"must be null (rated cells only) or in (0, 1], got {w0!r}")
+        if w0 is not None:  # the option before objectives existed: the weighted objective
+            if isinstance(w0, bool) or not isinstance(w0, (int, float)) or not 0 < w0 <= 1:
+                raise ConfigError("w0", f"must be null (rated cells only) or in (0, 1], got {w0!r}")
+            warnings.warn("w0 is deprecated: use objective={'name': 'weighted', 'w0': ...}", DeprecationWarning, 2)
+            objective = {"name": "weighted", "w0": float(w0)}
+        try:
+            self.objective = make_objective(objective)
+        except ConfigError as err:
+            raise ConfigError(err.key if err.key.startswith("objective") else f"objective.{err.key}", err.message) from None
+        if self.objective.preference_head and not self.learns_items:
+            raise ConfigError("objective.name", f"{self.objective.name} needs learned movie factors; "
+                              f"{type(self).__name__} has fixed features (use squared or weighted)")
         self.l2, self.use_bias, self.l2_bias = float(l2), bool(bias), float(l2_bias)
         self.l2_exponent = float(l2_exponent)
         self._row_weights: tuple[Tensor | None, Tensor | None] = (None, None)  # n^α of the last fit
-        self.w0 = None if w0 is None else float(w0)
+        self._preference_weights: tuple[Tensor | None, Tensor | None] = (None, None)  # n^α of the last fit
         self.clip_predictions = bool(clip)
         self.theta = nn.Parameter(torch.zeros(0, 0))
         if self.use_bias:
@@ -54,14 +72,40 @@ class FactorModel(Recommender, nn.Module):
             self.register_parameter("user_bias", None)
             self.register_parameter("item_bias", None)
         self.register_buffer("mean", torch.zeros(()))
+        if self.objective.preference_head:
+            for name in PREFERENCE_HEAD:
+                setattr(self, name, nn.Parameter(torch.zeros(0)))
         self.history: list[dict[str, float]] = []  # per-epoch metrics of the last fit
 
+    # -- what the model is (declared by its objective) ------------------------------------
     @property
     def predicts_ratings(self) -> bool:  # type: ignore[override]
-        """False for the weighted mask, whose scores rank items but are not ratings."""
-        return self.w0 is None
+        return self.objective.predicts_ratings
+
+    @property
+    def ranks_by(self) -> str:  # type: ignore[override]
+        return self.objective.ranks_by
+
+    @property
+    def monitor(self) -> str:
+        """The validation metric training is monitored on unless ``train.monitor`` says otherwise."""
+        return self.objective.monitor
+
+    @property
+    def validation_keys(self) -> tuple[str, ...]:
+        return self.objective.validation_keys
+
+    @property
+    def layouts(self) -> tuple[str, ...]:
+        return self.objective.layouts
+
+    @property
+    def has_preference_head(self) -> bool:
+        return self.objective.preference_head
 
     # -- the item side, owned by subclasses ---------------------------------------------
+    learns_items: ClassVar[bool] = True  # False where x is fixed (features)
+
     @property
     def item_table(self) -> Tensor:
         """x (n_items, k): learned factors or fixed features."""
@@ -110,18 +154,41 @@ class FactorModel(Recommender, nn.Module):
         theta = torch.randn(train.n_users, self.rank, generator=generator) * self.init_scale  # (n_users, k)
         theta[torch.as_tensor(train.user_counts() == 0)] = 0.0
         self.theta = nn.Parameter(theta)
-        if self.use_bias:
-            if self.w0 is None:  # start from the closed-form bias baseline of the same λ_b
-                mean, user_bias, item_bias = fit_biases(train, self.l2_bias, self.l2_bias, n_sweeps=10)
-            else:  # the weighted model's targets include the zeros: its biases start at 0
-                mean, user_bias, item_bias = 0.0, np.zeros(train.n_users), np.zeros(train.n_items)
-            self.mean = torch.tensor(mean, dtype=torch.float32)
-            self.user_bias = nn.Parameter(torch.as_tensor(user_bias, dtype=torch.float32))
-            self.item_bias = nn.Parameter(torch.as_tensor(item_bias, dtype=torch.float32))
+        self.objective.init_heads(self, train, generator)
         self.to(device)
 
+    def init_biases_from_baseline(self, train: Ratings) -> None:
+        """μ, b_u, b_i start from the closed-form bias baseline of the same λ_b."""
+        if self.use_bias:
+            mean, user_bias, item_bias = fit_biases(train, self.l2_bias, self.l2_bias, n_sweeps=10)
+            self._set_biases(mean, user_bias, item_bias)
+
+    def init_biases_zero(self, train: Ratings) -> None:
+        """μ = b_u = b_i = 0 (objectives whose targets are not the ratings alone)."""
+        if self.use_bias:
+            self._set_biases(0.0, np.zeros(train.n_users), np.zeros(train.n_items))
+
+    def _set_biases(self, mean: float, user_bias: np.ndarray, item_bias: np.ndarray) -> None:
+        self.mean = torch.tensor(mean, dtype=torch.float32)
+        self.user_bias = nn.Parameter(torch.as_tensor(user_bias, dtype=torch.float32))
+        self.item_bias = nn.Parameter(torch.as_tensor(item_bias, dtype=torch.float32))
+
+    def add_preference_head(self, train: Ratings, rank: int, l2_exponent: float, generator: torch.Generator) -> None:
+        """φ (n_users, rank), z (n_items, rank) random like θ and x; their biases 0."""
+        users, items = train.user_counts() == 0, train.item_counts() == 0
+        phi = torch.randn(train.n_users, rank, generator=generator) * self.init_scale
+        z = torch.randn(train.n_items, rank, generator=generator) * self.init_scale
+        phi[torch.as_tensor(users)], z[torch.as_tensor(items)] = 0.0, 0.0
+        self.pref_theta, self.pref_x = nn.Parameter(phi), nn.Parameter(z)
+        self.pref_user_bias = nn.Parameter(torch.zeros(train.n_users))
+        self.pref_item_bias = nn.Parameter(torch.zeros(train.n_items))
+        self._preference_weights = (
+            (count_weights(train.user_counts(), l2_exponent, "cpu"), count_weights(train.item_counts(), l2_exponent, "cpu"))
+            if l2_exponent else (None, None)
+        )
+
     def factors(self) -> Factors:
-        """The tensors of a prediction, for `cfrec.models.losses`."""
+        """The rating head's tensors (the only head of single-head objectives)."""
         if not self.use_bias:
             return Factors(self.theta, self.item_table)
         return Factors(self.theta, self.item_table, self.mean, self.user_bias, self.item_bias)
@@ -129,24 +196,48 @@ class FactorModel(Recommender, nn.Module):
     def penalty(self) -> Penalty:
         return Penalty(self.l2, self.l2_item, self.l2_bias if self.use_bias else 0.0, *self._row_weights)
 
+    def preference_factors(self) -> Factors:
+        """The preference head's tensors (objectives with ``preference_head``)."""
+        zero = self.mean.new_zeros(())
+        return Factors(self.pref_theta, self.pref_x, zero, self.pref_user_bias, self.pref_item_bias)
+
+    def preference_penalty(self) -> Penalty:
+        """The preference head's penalty: its objective's λ and λ_b, rows weighted n^α as in the last fit."""
+        o, device = self.objective, self.theta.device
+        weights = (None if w is None else w.to(device) for w in self._preference_weights)
+        return Penalty(o.l2, o.l2, o.l2_bias, *weights)
+
+    def ranking_factors(self) -> Factors:
+        """The head whose scores ``score`` and ``recommend`` rank by."""
+        return self.preference_factors() if self.has_preference_head else self.factors()
+
     def forward(self, batch: Batch) -> LossTerms:
-        """J's terms on one batch of either layout (``model(batch)``; DDP can wrap it)."""
-        if isinstance(batch, DenseBatch):
-            return dense_loss(
-                self.factors(), self.penalty(), batch.Y, batch.R, rows=batch.rows, fraction=batch.fraction, w0=self.w0,
-            )
-        return index_loss(
-            self.factors(), self.penalty(), batch.users, batch.items, batch.values,
-            user_share=batch.user_share, item_share=batch.item_share, fraction=batch.fraction, w0=self.w0,
-        )
+        """J's terms on one batch, as the objective defines them (``model(batch)``; DDP can wrap it)."""
+        return self.objective.loss(self, batch)
+
+    def training_batches(self, layout, batch_size: int | None, generator: torch.Generator) -> Iterator[Batch]:
+        """The epoch's batches, drawn by the objective (used by the trainer)."""
+        return self.objective.batches(layout, batch_size, generator)
+
+    def validation_metrics(self, fit_part: Ratings, val: Ratings, device: torch.device) -> dict[str, float]:
+        """What the objective validates on, measured on ``val`` (used by the trainer)."""
+        return self.objective.validate(self, fit_part, val, device)
 
     # -- prediction -----------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
         return self.theta.device
 
+    def check_predicts_ratings(self) -> None:
+        if not self.predicts_ratings:
+            raise NotSupported(
+                f"{self.name} with the {self.objective.name} objective ranks movies but does not predict ratings: "
+                "use score() or recommend(), or a model whose objective is squared or joint"
+            )
+
     def predict_vectors(self, theta: Tensor, user_bias: Tensor | None, items: Tensor) -> Tensor:
-        """Ratings (n,) for users given by vectors θ (n, k) and biases (n,) against item codes (n,)."""
+        """Ratings (n,) for users given by rating-head vectors θ (n, k) and biases (n,) against item codes (n,)."""
+        self.check_predicts_ratings()
         with torch.no_grad():
             items = items.to(self.device)
             pred = (theta.to(self.device) * self.item_table[items]).sum(dim=1)  # (n,)
@@ -155,40 +246,64 @@ class FactorModel(Recommender, nn.Module):
         return self.clip(pred) if self.clip_predictions else pred
 
     def score_vectors(self, theta: Tensor, user_bias: Tensor | None) -> Tensor:
-        """Unclipped scores (n, n_items) for users given by vectors θ (n, k) and biases (n,)."""
+        """Unclipped ranking scores (n, n_items) for users given by ranking-head vectors θ (n, k) and biases (n,)."""
+        f = self.ranking_factors()
         with torch.no_grad():
-            scores = theta.to(self.device) @ self.item_table.T  # (n, n_items)
-            if self.use_bias:
-                scores += (self.mean + user_bias.to(self.device))[:, None] + self.item_bias[None, :]
+            scores = theta.to(self.device) @ f.x.T  # (n, n_items)
+            if f.biased:
+                scores += (f.mean + user_bias.to(self.device))[:, None] + f.item_bias[None, :]
         return scores
 
     def predict(self, users: Tensor, items: Tensor) -> Tensor:
         self.check_fitted()
+        self.check_predicts_ratings()
         codes = users.to(self.device)
         bias = self.user_bias[codes] if self.use_bias else None
         return self.predict_vectors(self.theta[codes], bias, items).to(users.device)
 
     def score(self, users: Tensor) -> Tensor:
         self.check_fitted()
+        f = self.ranking_factors()
         codes = users.to(self.device)
-        bias = self.user_bias[codes] if self.use_bias else None
-        return self.score_vectors(self.theta[codes], bias).to(users.device)
+        return self.score_vectors(f.theta[codes], f.user_bias[codes] if f.biased else None).to(users.device)
+
+    def fallback_predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """For pairs the model cannot score (code −1 = unknown): μ + b_u (known user) + b_i
+        (known movie) with biases, the training mean without."""
+        self.check_predicts_ratings()
+        if not self.use_bias:
+            return np.full(len(users), self.train_mean, dtype=np.float32)
+        value = np.full(len(users), float(self.mean), dtype=np.float32)
+        for codes, bias in ((users, self.user_bias), (items, self.item_bias)):
+            known = codes >= 0
+            value[known] += bias.detach().cpu().numpy()[codes[known]]
+        return self.clip(torch.as_tensor(value)).numpy() if self.clip_predictions else value
 
     @property
     def user_vectors(self) -> Tensor | None:  # type: ignore[override]
-        return self.theta.detach() if self.is_fitted else None
+        """The ranking head's user vectors (for similar users and KNN over them)."""
+        return self.ranking_factors().theta.detach() if self.is_fitted else None
 
     @property
     def item_vectors(self) -> Tensor | None:  # type: ignore[override]
-        return self.item_table.detach() if self.is_fitted else None
+        """The ranking head's movie vectors ("similar movies" compares them by cosine)."""
+        return self.ranking_factors().x.detach() if self.is_fitted else None
+
+    def retrieval_vectors(self) -> tuple[Tensor, Tensor]:
+        """(users (n_users, k'), items (n_items, k')) whose inner products are exactly ``score``:
+        the ranking head with its biases folded in, for inner-product (``ip``) search."""
+        self.check_fitted()
+        theta, x = self.ranking_factors().augmented()
+        return theta.detach(), x.detach()
 
     # -- fold-in --------------------------------------------------------------------------
     def fold_in(self, items: Any, ratings: Any, users: Any | None = None) -> FoldedUsers:
-        """New users' θ (and bias) from their ratings, the item side frozen (closed-form ridge).
+        """New users' vectors from their ratings, the item side frozen (closed-form ridge).
 
         ``items`` are item codes and ``ratings`` their values; ``users`` numbers the new users
         0..n-1 (omitted: all ratings belong to one new user). Returns a `FoldedUsers` that
-        predicts, scores and recommends for them.
+        predicts, scores and recommends for them, as the objective defines (`NotSupported` where
+        it cannot fold in).
         """
         self.check_fitted()
         items = as_codes(items, self.device)
@@ -202,18 +317,25 @@ class FactorModel(Recommender, nn.Module):
             raise ValueError("fold_in: ratings must be finite and user rows non-negative")
         n_users = int(users.max()) + 1 if len(users) else 1
         with torch.no_grad():
-            x = self.item_table.detach()
-            reg = torch.full((self.rank,), self.l2, device=self.device)
-            if self.use_bias:
-                x = torch.cat([x, torch.ones(self.n_items, 1, device=self.device)], dim=1)  # (n_items, k+1)
-                reg = torch.cat([reg, torch.tensor([self.l2_bias], device=self.device)])
-                offset = self.mean + self.item_bias.detach()  # (n_items,)
-            else:
-                offset = torch.zeros(self.n_items, device=self.device)
-            scale = count_weights(torch.bincount(users, minlength=n_users).cpu().numpy(), self.l2_exponent, self.device)
-            z = solve_users(x, offset, reg, users, items, values, n_users, self.w0, scale).float()  # (n_users, f)
-        theta, bias = (z[:, : self.rank], z[:, self.rank]) if self.use_bias else (z, None)
-        return FoldedUsers(self, theta, bias, seen_matrix(users, items, n_users, self.n_items))
+            return self.objective.fold_in(self, items, values, users, n_users)
+
+    def fold_in_head(
+        self, f: Factors, pen: Penalty, l2_exponent: float, items: Tensor, values: Tensor, users: Tensor,
+        n_users: int, w0: float | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """(θ (n_users, k), bias (n_users,) or None) of new users in one head, its item side frozen."""
+        x = f.x.detach()
+        n_items, rank = x.shape
+        reg = torch.full((rank,), pen.l2_user, device=self.device)
+        if f.biased:
+            x = torch.cat([x, torch.ones(n_items, 1, device=self.device)], dim=1)  # (n_items, k+1)
+            reg = torch.cat([reg, torch.tensor([pen.l2_bias], device=self.device)])
+            offset = f.mean.detach() + f.item_bias.detach()  # (n_items,)
+        else:
+            offset = torch.zeros(n_items, device=self.device)
+        scale = count_weights(torch.bincount(users, minlength=n_users).cpu().numpy(), l2_exponent, self.device)
+        z = solve_users(x, offset, reg, users, items, values, n_users, w0, scale).float()  # (n_users, f)
+        return (z[:, :rank], z[:, rank]) if f.biased else (z, None)
 
     # -- plain-tensor state ---------------------------------------------------------------
     def state(self) -> dict[str, Tensor]:
@@ -230,6 +352,9 @@ class FactorModel(Recommender, nn.Module):
             else:
                 self._buffers[name] = tensor.clone().to(self.device)
         return self
+
+
+PREFERENCE_HEAD = ("pref_theta", "pref_x", "pref_user_bias", "pref_item_bias")
 
 
 def count_weights(counts: np.ndarray, exponent: float, device: torch.device | str) -> Tensor:

@@ -58,26 +58,40 @@ class FoldedUsers:
     """Users folded into a fitted model: their vectors and what they rated, ready to score.
 
     Rows are the new users in the order they were given (0..n-1); items are the model's codes.
+    ``rating`` holds their rating-head (θ, bias) — None where the model does not predict
+    ratings — and ``ranking`` the (θ, bias) of the head that ranks (the same pair for
+    single-head objectives); a bias is None for an unbiased model.
     """
 
     model: "torch.nn.Module"  # the FactorModel they were folded into
-    theta: Tensor  # (n, k)
-    bias: Tensor | None  # (n,) user biases, None for an unbiased model
+    rating: tuple[Tensor, Tensor | None] | None
+    ranking: tuple[Tensor, Tensor | None]
     seen: sp.csr_matrix  # (n, n_items) the ratings they were folded in from
+
+    @property
+    def theta(self) -> Tensor:
+        """(n, k) vectors in the model's own factor space (its rating head where it has one)."""
+        return (self.rating or self.ranking)[0]
+
+    @property
+    def bias(self) -> Tensor | None:
+        return (self.rating or self.ranking)[1]
 
     def __len__(self) -> int:
         return self.theta.shape[0]
 
     def score(self, rows: Tensor | None = None) -> Tensor:
-        """Unclipped scores (len(rows), n_items) of the given new users (all when None)."""
+        """Unclipped ranking scores (len(rows), n_items) of the given new users (all when None)."""
         rows = torch.arange(len(self)) if rows is None else torch.as_tensor(rows)
-        return self.model.score_vectors(self.theta[rows], None if self.bias is None else self.bias[rows])
+        theta, bias = self.ranking
+        return self.model.score_vectors(theta[rows], None if bias is None else bias[rows])
 
     def predict(self, rows: Tensor, items: Tensor) -> Tensor:
         """Predicted ratings (n,) for (new-user row, item code) pairs, clipped like the model's."""
+        self.model.check_predicts_ratings()
         rows, items = torch.as_tensor(rows), torch.as_tensor(items)
-        bias = None if self.bias is None else self.bias[rows]
-        return self.model.predict_vectors(self.theta[rows], bias, items)
+        theta, bias = self.rating
+        return self.model.predict_vectors(theta[rows], None if bias is None else bias[rows], items)
 
     def recommend(self, k: int = 10, rows: Tensor | None = None, exclude_seen: bool = True) -> tuple[Tensor, Tensor]:
         """Top-``k`` item codes and scores per new user, (len(rows), k) each."""

@@ -162,10 +162,24 @@ def index_loss(
         theta_aug, x_aug = f.augmented()
         all_cells = (theta_aug.T @ theta_aug * (x_aug.T @ x_aug)).sum()  # Σ_all ŷ²
         data = data - 0.5 * w0 * torch.dot(pred, pred) + 0.5 * w0 * fraction * all_cells
-    if user_share is None or item_share is None or w0 is not None:
-        reg = _penalty(pen, f.theta, f.x, f.user_bias, f.item_bias, fraction, fraction)
-    else:  # each row's share in this batch, summed over its triples: (n_users,) and (n_items,)
-        row_share_u = user_share.new_zeros(f.theta.shape[0]).index_add_(0, users, user_share)
-        row_share_i = item_share.new_zeros(f.x.shape[0]).index_add_(0, items, item_share)
-        reg = _penalty(pen, f.theta, f.x, f.user_bias, f.item_bias, row_share_u, row_share_i)
-    return LossTerms(data, reg)
+    if w0 is not None:  # the unrated cells touch every row
+        user_share = item_share = None
+    return LossTerms(data, triple_penalty(f, pen, users, items, user_share, item_share, fraction))
+
+
+def triple_penalty(
+    f: Factors, pen: Penalty, users: Tensor, items: Tensor, user_share: Tensor | None, item_share: Tensor | None,
+    fraction: float,
+) -> Tensor:
+    """The penalty a batch of rated triples carries: each row its triples' shares, summed; without
+    shares (the full batch) every row the batch's ``fraction``."""
+    if user_share is None or item_share is None:
+        return _penalty(pen, f.theta, f.x, f.user_bias, f.item_bias, fraction, fraction)
+    row_share_u = user_share.new_zeros(f.theta.shape[0]).index_add_(0, users, user_share)  # (n_users,)
+    row_share_i = item_share.new_zeros(f.x.shape[0]).index_add_(0, items, item_share)  # (n_items,)
+    return _penalty(pen, f.theta, f.x, f.user_bias, f.item_bias, row_share_u, row_share_i)
+
+
+def share_penalty(f: Factors, pen: Penalty, batch) -> Tensor:
+    """`triple_penalty` of an index-layout batch."""
+    return triple_penalty(f, pen, batch.users, batch.items, batch.user_share, batch.item_share, batch.fraction)

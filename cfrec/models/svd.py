@@ -71,16 +71,23 @@ def svd_embeddings(train: Ratings, dim: int, seed: int = 42) -> tuple[np.ndarray
     are the rows of A·V, item vectors those of Aᵀ·U: what ``TruncatedSVD(dim, random_state=seed)
     .fit_transform`` returns for A and for Aᵀ, whose two fits perform this same decomposition.
     """
-    users = np.flatnonzero(train.user_counts() > 0)
-    items = np.flatnonzero(train.item_counts() > 0)
-    compact = sp.csr_matrix(
-        (train.values.astype(np.float32), (np.searchsorted(users, train.users), np.searchsorted(items, train.items))),
-        shape=(len(users), len(items)),
-    )
+    matrix = sp.csr_matrix((train.values.astype(np.float32), (train.users, train.items)),
+                           shape=(train.n_users, train.n_items))
+    log.debug("SVD of %s", train.name)
+    return matrix_embeddings(matrix, dim, seed)
+
+
+def matrix_embeddings(matrix: sp.csr_matrix, dim: int, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
+    """`svd_embeddings` of a (users × items) rating matrix whose stored cells are the ratings."""
+    matrix = sp.csr_matrix(matrix, dtype=np.float32)
+    matrix.sum_duplicates()  # canonical order, as a COO-built matrix
+    users = np.flatnonzero(np.diff(matrix.indptr) > 0)
+    items = np.flatnonzero(np.bincount(matrix.indices, minlength=matrix.shape[1]) > 0)
+    compact = matrix[users][:, items]
     u, _, vt = randomized_svd(compact, dim, seed=seed)
-    user_vectors = np.zeros((train.n_users, dim), dtype=np.float32)
-    item_vectors = np.zeros((train.n_items, dim), dtype=np.float32)
+    user_vectors = np.zeros((matrix.shape[0], dim), dtype=np.float32)
+    item_vectors = np.zeros((matrix.shape[1], dim), dtype=np.float32)
     user_vectors[users] = normalize_rows(compact @ positive_peaks(vt.T))
     item_vectors[items] = normalize_rows(compact.T @ positive_peaks(u))
-    log.debug("SVD of %s: %d x %d matrix, dim %d", train.name, len(users), len(items), dim)
+    log.debug("SVD: %d x %d matrix, dim %d", len(users), len(items), dim)
     return user_vectors, item_vectors

@@ -46,6 +46,7 @@ class IndexBatch:
     user_share: Tensor | None  # (n,) 1 / ratings of the user; None for the full batch
     item_share: Tensor | None  # (n,) 1 / ratings of the item
     fraction: float  # n / all ratings
+    negatives: Tensor | None = None  # (n, m) sampled item codes per triple, for pairwise objectives
 
     @property
     def n_ratings(self) -> int:
@@ -122,45 +123,64 @@ class IndexLayout:
     def n_batches(self, batch_size: int | None) -> int:
         return 1 if batch_size is None else math.ceil(self.n_ratings / batch_size)
 
-    def batches(self, batch_size: int | None, generator: torch.Generator) -> Iterator[IndexBatch]:
-        if batch_size is None or batch_size >= self.n_ratings:
-            yield IndexBatch(self.users, self.items, self.values, None, None, len(self.users) / self.n_ratings)
+    def batches(
+        self, batch_size: int | None, generator: torch.Generator, *,
+        negative_pool: Tensor | None = None, n_negatives: int = 0,
+    ) -> Iterator[IndexBatch]:
+        """The epoch's batches; with ``n_negatives``, each triple also carries that many item
+        codes drawn uniformly from ``negative_pool`` (drawn for every position of the epoch's
+        global order, so every shard and a resumed run see the same ones)."""
+        full = batch_size is None or batch_size >= self.n_ratings
+        order = None if full else torch.randperm(self.n_ratings, generator=generator).to(self.users.device)
+        negatives = None
+        if n_negatives:
+            draws = torch.randint(len(negative_pool), (self.n_ratings, n_negatives), generator=generator)
+            negatives = negative_pool[draws].to(self.users.device)  # (n_ratings, m), by position in the order
+        if full:
+            held = None if self.shard is None else torch.as_tensor(self.shard.rows(self.n_ratings), device=self.users.device)
+            negatives = negatives if negatives is None or held is None else negatives[held]
+            yield IndexBatch(self.users, self.items, self.values, None, None, len(self.users) / self.n_ratings, negatives)
             return
-        order = torch.randperm(self.n_ratings, generator=generator).to(self.users.device)
         if self.shard is not None:
-            yield from self._held_batches(order, batch_size)
+            yield from self._held_batches(order, batch_size, negatives)
             return
         # one shuffled copy per epoch, then contiguous slices (views): cheaper than gathering per batch
         columns = [t.index_select(0, order) for t in (self.users, self.items, self.values, self.user_share, self.item_share)]
         for start in range(0, self.n_ratings, batch_size):
             users, items, values, user_share, item_share = (t[start : start + batch_size] for t in columns)
-            yield IndexBatch(users, items, values, user_share, item_share, len(users) / self.n_ratings)
+            negs = None if negatives is None else negatives[start : start + batch_size]
+            yield IndexBatch(users, items, values, user_share, item_share, len(users) / self.n_ratings, negs)
 
-    def _held_batches(self, order: Tensor, batch_size: int) -> Iterator[IndexBatch]:
+    def _held_batches(self, order: Tensor, batch_size: int, negatives: Tensor | None) -> Iterator[IndexBatch]:
         """The shard's part of each batch of the global ``order`` (n,), in the order of ``order``."""
         held = self.shard.owns(order)  # (n,) positions of the global order whose rating lives here
         batch_of = torch.nonzero(held).squeeze(1).div(batch_size, rounding_mode="floor")  # (n_held,)
         sizes = torch.bincount(batch_of, minlength=self.n_batches(batch_size)).tolist()
         local = self.shard.local(order[held])  # (n_held,) local rows in global batch order
         columns = [t.index_select(0, local) for t in (self.users, self.items, self.values, self.user_share, self.item_share)]
-        for users, items, values, user_share, item_share in zip(*(t.split(sizes) for t in columns)):
-            yield IndexBatch(users, items, values, user_share, item_share, len(users) / self.n_ratings)
+        parts = [t.split(sizes) for t in columns]
+        negs = [None] * len(sizes) if negatives is None else negatives[held].split(sizes)
+        for (users, items, values, user_share, item_share), neg in zip(zip(*parts), negs):
+            yield IndexBatch(users, items, values, user_share, item_share, len(users) / self.n_ratings, neg)
 
 
 def choose_layout(
     layout: str, train: Ratings, device: torch.device | str, dense_max_cells: int, batch_size: int | None,
-    shard: Shard | None = None,
+    shard: Shard | None = None, allowed: tuple[str, ...] = ("dense", "index"),
 ) -> DenseLayout | IndexLayout:
     """``dense``, ``index`` or ``auto``, holding all of ``train`` or ``shard``'s part of it.
 
     ``auto`` takes dense for full-batch descent while users × items ≤ ``dense_max_cells`` (one
     matmul beats gathering every rating), and index for mini-batches: its random batches update
     every user many times per epoch, where a dense block of users updates each of them once.
-    A shard decides as one process would, so both train alike.
+    A shard decides as one process would, so both train alike. ``allowed`` are the layouts the
+    model's loss is defined on.
     """
     if layout == "auto":
-        fits = train.n_users * train.n_items <= dense_max_cells
+        fits = train.n_users * train.n_items <= dense_max_cells and "dense" in allowed
         layout = "dense" if fits and (batch_size is None or batch_size >= len(train)) else "index"
+    elif layout in ("dense", "index") and layout not in allowed:
+        raise ConfigError("train.layout", f"{layout!r}: this model's objective trains on {' or '.join(allowed)} only")
     if layout == "dense":
         return DenseLayout(train, device, shard)
     if layout == "index":

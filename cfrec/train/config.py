@@ -11,7 +11,9 @@ from cfrec.threads import parse_threads
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "exponential")
 LAYOUTS = ("auto", "dense", "index")
-MONITORS = ("val_rmse", "val_mae", "loss")
+MONITORS = ("auto", "loss", "val_rmse", "val_mae", "val_accuracy", "val_recall@10", "val_recall@50",
+            "val_ndcg@10", "val_ndcg@50")
+MINIMISED = ("loss", "val_rmse", "val_mae")
 
 
 @dataclass(frozen=True)
@@ -30,8 +32,10 @@ class TrainConfig:
     - ``schedule``: ``constant``, ``cosine`` (down to ``lr * lr_min_ratio`` at the last epoch)
       or ``exponential`` (× ``gamma`` per epoch).
     - ``val_fraction``: share of each user's ratings carved from train to validate every epoch
-      (at least one rating of each user with 5 or more; 0 = none; models whose scores are not
-      ratings, the weighted mask, never validate);
+      (at least one rating of each user with 5 or more; 0 = none); the model's objective says
+      what it measures there (RMSE for ratings, Recall@K / NDCG@K for rankings);
+      ``monitor``: the metric to follow (``auto``: the objective's own — ``val_rmse`` for
+      ``squared`` and ``joint``, ``val_ndcg@10`` for ``weighted`` and ``bpr``; or ``loss``);
       ``patience``: stop after that many epochs without an improvement of ``monitor`` by more than
       ``min_delta`` (``None`` = never); ``restore_best``: end with the best epoch's parameters.
     - ``layout``: ``dense`` (Y, R tensors), ``index`` (rated triples) or ``auto`` (dense while
@@ -57,7 +61,7 @@ class TrainConfig:
     val_fraction: float = 0.02
     patience: int | None = None
     min_delta: float = 0.0
-    monitor: str = "val_rmse"
+    monitor: str = "auto"
     restore_best: bool = True
     layout: str = "auto"
     dense_max_cells: int = 1 << 25
@@ -115,6 +119,11 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types, the inverse of ``from_dict``."""
         return asdict(self)
+
+
+def monitor_mode(monitor: str) -> str:
+    """``min`` for errors and the loss, ``max`` for accuracy, recall and NDCG."""
+    return "min" if monitor in MINIMISED else "max"
 
 
 def _choice(key: str, value: object, allowed: tuple[str, ...]) -> None:

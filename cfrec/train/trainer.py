@@ -11,19 +11,18 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from cfrec import metrics
 from cfrec.data.ratings import Ratings
 from cfrec.data.split import per_user_split
 from cfrec.errors import ConfigError, TrainingDiverged
 from cfrec.train import distributed
 from cfrec.train.batches import Batch, choose_layout
-from cfrec.train.config import TrainConfig
+from cfrec.train.config import TrainConfig, monitor_mode
 from cfrec.train.distributed import Group
 
 if TYPE_CHECKING:  # the models import the trainer
@@ -36,7 +35,11 @@ EpochCallback = Callable[[int, dict[str, float], nn.Module], Any]
 
 
 class Trainable(Protocol):
-    """What a model offers the trainer (`FactorModel` implements it)."""
+    """What a model offers the trainer (`FactorModel` implements it, its objective deciding)."""
+
+    monitor: str  # the validation metric to watch unless the config names one
+    validation_keys: tuple[str, ...]  # the metrics ``validation_metrics`` returns
+    layouts: tuple[str, ...]  # the batch layouts its loss is defined on
 
     def prepare(self, train: Ratings, generator: torch.Generator, device: torch.device) -> None:
         """Allocate and initialise the parameters for ``train`` on ``device``."""
@@ -44,11 +47,11 @@ class Trainable(Protocol):
     def __call__(self, batch: Batch) -> "LossTerms":
         """J's data and regularization terms on one batch (the module's ``forward``)."""
 
-    def predict(self, users: Tensor, items: Tensor) -> Tensor: ...
+    def training_batches(self, layout, batch_size: int | None, generator: torch.Generator) -> Iterator[Batch]:
+        """The epoch's batches from ``layout``, drawn with ``generator``."""
 
-    @property
-    def predicts_ratings(self) -> bool:
-        """False where scores are not ratings: such a model has no RMSE to validate."""
+    def validation_metrics(self, fit_part: Ratings, val: Ratings, device: torch.device) -> dict[str, float]:
+        """Metrics (``val_*``) of the model on held-out ratings ``val`` of ``fit_part``."""
 
     def parameters(self): ...
 
@@ -70,9 +73,12 @@ class Trainer:
     """Trains a `Trainable` model on a `Ratings` according to a `TrainConfig`.
 
     Metrics of every epoch go to ``history`` and to each callback: ``epoch``, ``loss`` (J),
-    ``loss_data`` and ``loss_reg`` (its two terms, summed over the epoch's batches), ``lr``,
-    ``grad_norm`` (mean over steps), ``seconds`` and, with a validation slice, ``val_rmse``,
-    ``val_mae`` and ``val_accuracy``.
+    ``loss_data`` and ``loss_reg`` (its two terms, summed over the epoch's batches),
+    ``loss_per_rating`` (J / training ratings, comparable across data sets), ``lr``,
+    ``grad_norm`` (mean over steps), ``seconds`` and, with a validation slice, what the model's
+    objective validates on (``val_rmse``, ``val_mae``, ``val_accuracy`` for ratings;
+    ``val_recall@K``, ``val_ndcg@K`` for rankings). ``monitor`` (``train.monitor``, or the
+    objective's own choice under ``auto``) is the metric early stopping and ``restore_best`` follow.
     """
 
     def __init__(self, config: TrainConfig | None = None, callbacks: Sequence[EpochCallback] = ()):
@@ -89,7 +95,7 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.epoch = 0
         self.generator = torch.Generator().manual_seed(self.config.seed + 1)
-        self.best: dict[str, Any] = {"value": float("inf"), "epoch": 0, "bad_epochs": 0, "state": None}
+        self.best: dict[str, Any] = {"value": None, "epoch": 0, "bad_epochs": 0, "state": None}
 
     # -- state for resuming -------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -128,8 +134,13 @@ class Trainer:
 
     def _fit(self, model: Trainable, train: Ratings, device: torch.device, group: Group) -> Trainable:
         cfg = self.config
-        fit_part, val = self._carve_validation(train) if model.predicts_ratings else (train, None)
-        layout = choose_layout(cfg.layout, fit_part, device, cfg.dense_max_cells, cfg.batch_size, group.shard)
+        self.monitor = model.monitor if cfg.monitor == "auto" else cfg.monitor
+        if self.monitor != "loss" and self.monitor not in model.validation_keys:
+            raise ConfigError("train.monitor", f"{self.monitor} is not measured for this model; it validates on "
+                              f"{', '.join(model.validation_keys)}")
+        fit_part, val = self._carve_validation(train)
+        layout = choose_layout(cfg.layout, fit_part, device, cfg.dense_max_cells, cfg.batch_size, group.shard,
+                               allowed=model.layouts)
         model.prepare(fit_part, torch.Generator().manual_seed(cfg.seed), device)
         self.model = model
         step_model = group.wrap(model)
@@ -153,14 +164,14 @@ class Trainer:
         disable = True if not group.is_main else _bar_disabled(cfg.progress)
         bar = tqdm(range(self.epoch, cfg.epochs), desc=type(model).__name__, disable=disable, leave=False)
         for epoch in bar:
-            epoch_metrics = self._run_epoch(step_model, layout, scale, epoch, group)
+            epoch_metrics = self._run_epoch(model, step_model, layout, scale, epoch, group)
             if val is not None:
-                epoch_metrics.update(group.from_main(lambda: validate(model, val, device)))
+                epoch_metrics.update(group.from_main(lambda: model.validation_metrics(fit_part, val, device)))
             self.scheduler.step()
             self.epoch = epoch + 1
             stop = self._early_stop(model, epoch_metrics)
             self.history.append(epoch_metrics)
-            bar.set_postfix({k: f"{epoch_metrics[k]:.4g}" for k in ("loss", "val_rmse") if k in epoch_metrics})
+            bar.set_postfix({k: f"{epoch_metrics[k]:.4g}" for k in ("loss_per_rating", self.monitor) if k in epoch_metrics})
             log.debug("epoch %d: %s", self.epoch, epoch_metrics)
             asked_to_stop = [callback(self.epoch, epoch_metrics, model) is True for callback in self.callbacks]
             if group.any(stop or any(asked_to_stop)):  # every rank stops after the same epoch
@@ -168,18 +179,20 @@ class Trainer:
         bar.close()
         if cfg.restore_best and self.best["state"] is not None and self.best["epoch"] != self.epoch:
             model.load_state_dict(self.best["state"])
-            log.info("restored the parameters of epoch %d (%s %.5f)", self.best["epoch"], cfg.monitor, self.best["value"])
+            log.info("restored the parameters of epoch %d (%s %.5f)", self.best["epoch"], self.monitor, self.best["value"])
         log.info("trained %d epoch(s) in %.2f s", self.epoch, time.perf_counter() - start)
         return model
 
-    def _run_epoch(self, model: nn.Module, layout, scale: float, epoch: int, group: Group) -> dict[str, float]:
+    def _run_epoch(
+        self, model: Trainable, step_model: nn.Module, layout, scale: float, epoch: int, group: Group,
+    ) -> dict[str, float]:
         """One pass over the batches; returns the epoch's training metrics (of all ranks' shards)."""
         start = time.perf_counter()
-        params = [p for p in model.parameters() if p.requires_grad]
+        params = [p for p in step_model.parameters() if p.requires_grad]
         sums = torch.zeros(3, dtype=torch.float64, device=params[0].device)  # data, reg, grad norm
         steps = 0
-        for step, batch in enumerate(layout.batches(self.config.batch_size, self.generator)):
-            terms = model(batch)
+        for step, batch in enumerate(model.training_batches(layout, self.config.batch_size, self.generator)):
+            terms = step_model(batch)
             self.optimizer.zero_grad(set_to_none=True)
             (terms.total * scale).backward()  # with DDP: the gradient of the whole batch on every rank
             norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
@@ -191,17 +204,19 @@ class Trainer:
         data, reg, grad_norm = sums.tolist()
         return {
             "epoch": epoch + 1, "loss": data + reg, "loss_data": data, "loss_reg": reg,
+            "loss_per_rating": (data + reg) / max(layout.n_ratings, 1),
             "lr": self.optimizer.param_groups[0]["lr"], "grad_norm": grad_norm / max(steps, 1),
             "seconds": time.perf_counter() - start,
         }
 
     def _early_stop(self, model: Trainable, epoch_metrics: dict[str, float]) -> bool:
-        """Track the best epoch of ``monitor``; True when patience has run out."""
+        """Track the best epoch of the monitored metric; True when patience has run out."""
         cfg = self.config
-        if cfg.monitor not in epoch_metrics:
+        if self.monitor not in epoch_metrics:
             return False
-        value = epoch_metrics[cfg.monitor]
-        if value < self.best["value"] - cfg.min_delta:
+        value, best = epoch_metrics[self.monitor], self.best["value"]
+        sign = 1.0 if monitor_mode(self.monitor) == "min" else -1.0
+        if best is None or sign * value < sign * best - cfg.min_delta:
             state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             self.best = {"value": value, "epoch": self.epoch, "bad_epochs": 0, "state": state}
             return False
@@ -242,18 +257,6 @@ class Trainer:
         self.history = copy.deepcopy(state["history"])
         self._resume = None
         log.info("resuming after epoch %d", self.epoch)
-
-
-def validate(model: Trainable, val: Ratings, device: torch.device, tolerance: float = 0.5) -> dict[str, float]:
-    """RMSE, MAE and accuracy of ``model`` on the validation ratings."""
-    users, items, values = val.to_tensors(device)
-    with torch.no_grad():
-        pred = torch.cat([model.predict(u, i) for u, i in zip(users.split(1 << 16), items.split(1 << 16))])
-    return {
-        "val_rmse": metrics.rmse(pred, values),
-        "val_mae": metrics.mae(pred, values),
-        "val_accuracy": metrics.accuracy(pred, values, tolerance),
-    }
 
 
 def _check_finite(loss: Tensor, grad_norm: Tensor, epoch: int, step: int, lr: float) -> None:

@@ -1,0 +1,201 @@
+"""Objectives: each loss against a brute-force sum on tiny data, and what each declares."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import cfrec
+from cfrec.checkpoint import save_model
+from cfrec.data import Ratings, per_user_split, synthetic
+from cfrec.errors import CfrecError, ConfigError
+from cfrec.models import CollaborativeFiltering, ContentBased
+from cfrec.models.registry import build_model
+from cfrec.objectives import NotSupported, make_objective
+from cfrec.train.batches import DenseLayout, IndexLayout
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Ratings:
+    """12 users × 9 items, about half rated."""
+    return synthetic(n_users=12, n_items=9, n_ratings=62, rank=2, seed=3).ratings
+
+
+def prepared(ratings: Ratings, objective, **options) -> CollaborativeFiltering:
+    """A model initialised for ``ratings`` with random (not zero) biases, as after some training."""
+    model = CollaborativeFiltering(rank=3, objective=objective, init_scale=0.5, **options)
+    model.prepare(ratings, torch.Generator().manual_seed(0), torch.device("cpu"))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "bias" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return model
+
+
+def cells(ratings: Ratings) -> tuple[np.ndarray, np.ndarray]:
+    Y = np.zeros((ratings.n_users, ratings.n_items))
+    R = np.zeros_like(Y, dtype=bool)
+    Y[ratings.users, ratings.items] = ratings.values
+    R[ratings.users, ratings.items] = True
+    return Y, R
+
+
+def head_numpy(model: CollaborativeFiltering, preference: bool) -> dict[str, np.ndarray]:
+    f = model.preference_factors() if preference else model.factors()
+    return {name: None if t is None else t.detach().double().numpy() for name, t in
+            (("theta", f.theta), ("x", f.x), ("mean", f.mean), ("bu", f.user_bias), ("bi", f.item_bias))}
+
+
+def prediction(h: dict, u: int, i: int) -> float:
+    value = float(h["theta"][u] @ h["x"][i])
+    if h["bu"] is not None:
+        value += float(h["mean"]) + h["bu"][u] + h["bi"][i]
+    return value
+
+
+def penalty(h: dict, l2: float, l2_bias: float) -> float:
+    """λ/2 (‖Θ‖² + ‖X‖²) + λ_b/2 (‖b_u‖² + ‖b_i‖²), every row weighted 1 (α = 0)."""
+    total = 0.5 * l2 * (np.sum(h["theta"] ** 2) + np.sum(h["x"] ** 2))
+    if h["bu"] is not None:
+        total += 0.5 * l2_bias * (np.sum(h["bu"] ** 2) + np.sum(h["bi"] ** 2))
+    return total
+
+
+def squared_j(h: dict, Y: np.ndarray, R: np.ndarray, l2: float, l2_bias: float) -> float:
+    data = sum(0.5 * (prediction(h, u, i) - Y[u, i]) ** 2 for u, i in zip(*np.nonzero(R)))
+    return data + penalty(h, l2, l2_bias)
+
+
+def weighted_j(h: dict, Y: np.ndarray, R: np.ndarray, w0: float, l2: float, l2_bias: float, binary: bool) -> float:
+    data = 0.0
+    for u in range(Y.shape[0]):
+        for i in range(Y.shape[1]):
+            target = (1.0 if binary else Y[u, i]) if R[u, i] else 0.0
+            data += 0.5 * (1.0 if R[u, i] else w0) * (prediction(h, u, i) - target) ** 2
+    return data + penalty(h, l2, l2_bias)
+
+
+def full_batch_loss(model: CollaborativeFiltering, ratings: Ratings, layout: str) -> float:
+    source = DenseLayout(ratings) if layout == "dense" else IndexLayout(ratings)
+    batch = next(iter(model.training_batches(source, None, torch.Generator().manual_seed(0))))
+    return float(model(batch).total.detach())
+
+
+@pytest.mark.parametrize("layout", ["dense", "index"])
+def test_squared_objective_is_the_brute_force_j(tiny: Ratings, layout: str) -> None:
+    model = prepared(tiny, "squared", l2=0.7, l2_bias=0.2, l2_exponent=0.0)
+    expected = squared_j(head_numpy(model, False), *cells(tiny), 0.7, 0.2)
+    assert full_batch_loss(model, tiny, layout) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("target", ["rating", "binary"])
+@pytest.mark.parametrize("layout", ["dense", "index"])
+def test_weighted_objective_sums_every_cell(tiny: Ratings, layout: str, target: str) -> None:
+    model = prepared(tiny, {"name": "weighted", "w0": 0.2, "target": target}, l2=0.7, l2_bias=0.2, l2_exponent=0.0)
+    expected = weighted_j(head_numpy(model, False), *cells(tiny), 0.2, 0.7, 0.2, target == "binary")
+    assert full_batch_loss(model, tiny, layout) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["dense", "index"])
+def test_joint_objective_is_both_heads(tiny: Ratings, layout: str) -> None:
+    objective = {"name": "joint", "rank": 2, "l2": 1.5, "l2_bias": 0.4, "w0": 0.25, "weight": 0.6}
+    model = prepared(tiny, objective, l2=0.7, l2_bias=0.2, l2_exponent=0.0)
+    Y, R = cells(tiny)
+    expected = (squared_j(head_numpy(model, False), Y, R, 0.7, 0.2)
+                + 0.6 * weighted_j(head_numpy(model, True), Y, R, 0.25, 1.5, 0.4, binary=False))
+    assert full_batch_loss(model, tiny, layout) == pytest.approx(expected, rel=1e-5)
+
+
+def test_bpr_objective_is_the_brute_force_pairwise_loss(tiny: Ratings) -> None:
+    model = prepared(tiny, {"name": "bpr", "negatives": 3}, l2=0.7, l2_bias=0.2, l2_exponent=0.0)
+    layout = IndexLayout(tiny)
+    batch = next(iter(model.training_batches(layout, None, torch.Generator().manual_seed(4))))
+    h = head_numpy(model, False)
+    assert batch.negatives.shape == (len(tiny), 3)
+    rated_items = set(np.flatnonzero(tiny.item_counts() > 0).tolist())
+    assert set(batch.negatives.flatten().tolist()) <= rated_items  # drawn among movies with ratings
+    data = 0.0
+    for u, i, negatives in zip(batch.users.tolist(), batch.items.tolist(), batch.negatives.tolist()):
+        for j in negatives:
+            d = (h["theta"][u] @ h["x"][i] + h["bi"][i]) - (h["theta"][u] @ h["x"][j] + h["bi"][j])
+            data += math.log1p(math.exp(-d))  # −log σ(d)
+    expected = data + penalty(h, 0.7, 0.2)
+    assert float(model(batch).total.detach()) == pytest.approx(expected, rel=1e-5)
+    other = next(iter(model.training_batches(layout, None, torch.Generator().manual_seed(5))))
+    assert not torch.equal(other.negatives, batch.negatives)  # the generator, not a global RNG, draws them
+
+
+def test_bpr_refuses_the_dense_layout(tiny: Ratings) -> None:
+    with pytest.raises(ConfigError, match="^train.layout:.*index"):
+        CollaborativeFiltering(rank=2, objective="bpr").fit(tiny, {"layout": "dense", "epochs": 1})
+
+
+def test_objective_options_are_checked_and_named() -> None:
+    for options, key in (({"objective": "nope"}, "model.objective.name"),
+                         ({"objective": {"name": "weighted", "w0": 2}}, "model.objective.w0"),
+                         ({"objective": {"name": "bpr", "negatives": 0}}, "model.objective.negatives"),
+                         ({"objective": {"name": "joint", "bogus": 1}}, "model.objective.bogus")):
+        with pytest.raises(ConfigError) as caught:
+            build_model("cf", options)
+        assert caught.value.key == key
+    with pytest.raises(ConfigError, match="^objective.name: joint needs learned movie factors"):
+        ContentBased(objective="joint")
+    assert make_objective({"name": "weighted", "w0": 0.5}).config() == {"name": "weighted", "w0": 0.5, "target": "rating"}
+
+
+@pytest.fixture(scope="module")
+def split():
+    ratings = synthetic(n_users=150, n_items=80, n_ratings=5000, rank=3, seed=11).ratings
+    return per_user_split(ratings, test_ratio=0.2, seed=2)
+
+
+@pytest.mark.parametrize("objective, predicts", [("squared", True), ("joint", True), ("weighted", False), ("bpr", False)])
+def test_declared_properties_and_retrieval_vectors(split, objective: str, predicts: bool) -> None:
+    model = CollaborativeFiltering(rank=4, objective=objective).fit(split.train, {"epochs": 2, "progress": False})
+    assert model.predicts_ratings is predicts
+    assert model.ranks_by == ("rating" if objective == "squared" else "preference")
+    users, items = model.retrieval_vectors()  # inner products over the bias-augmented factors = the scores
+    torch.testing.assert_close(users[:7] @ items.T, model.score(torch.arange(7)), rtol=1e-5, atol=1e-5)
+    if not predicts:
+        with pytest.raises(NotSupported, match="does not predict ratings"):
+            model.predict(torch.tensor([0]), torch.tensor([0]))
+
+
+def test_joint_folds_in_both_heads(split) -> None:
+    model = CollaborativeFiltering(rank=4, objective={"name": "joint", "rank": 3}).fit(
+        split.train, {"epochs": 2, "progress": False})
+    folded = model.fold_in([1, 2, 5], [5.0, 3.0, 4.0])
+    assert folded.rating[0].shape == (1, 4) and folded.ranking[0].shape == (1, 3)
+    rating = model.predict_vectors(folded.rating[0], folded.rating[1], torch.tensor([7]))
+    assert torch.allclose(folded.predict(torch.tensor([0]), torch.tensor([7])), rating)
+    top, _ = folded.recommend(k=5)
+    assert not {1, 2, 5} & set(top[0].tolist())
+    with pytest.raises(NotSupported, match="cannot fold in"):
+        CollaborativeFiltering(rank=2, objective="bpr").fit(split.train, {"epochs": 1}).fold_in([1], [4.0])
+
+
+def test_unbiased_model_falls_back_to_its_global_mean(split, tmp_path) -> None:
+    model = CollaborativeFiltering(rank=3, bias=False, objective="squared").fit(split.train, {"epochs": 2, "val_fraction": 0})
+    save_model(model, split.train, tmp_path)
+    loaded = cfrec.load(tmp_path, unknown="fallback")
+    movie = int(split.train.item_map.ids[0])
+    value = loaded.predict(999_999, movie)
+    assert value == pytest.approx(float(np.mean(split.train.values)), rel=1e-6)  # not 1.0, the scale's floor
+
+
+def test_ranking_model_checkpoint_names_its_preset_and_refuses_ratings(split, tmp_path) -> None:
+    model = CollaborativeFiltering(rank=3, objective="weighted").fit(split.train, {"epochs": 1})
+    save_model(model, split.train, tmp_path, config_name="cf_weighted")
+    meta = json.loads((tmp_path / "model.json").read_text())
+    assert (meta["model"], meta["class"], meta["predicts_ratings"], meta["ranks_by"]) == (
+        "cf_weighted", "cf", False, "preference")
+    loaded = cfrec.load(tmp_path)
+    user, movie = split.train.user_map.ids[0], split.train.item_map.ids[0]
+    with pytest.raises(CfrecError, match="does not predict ratings"):
+        loaded.predict(user, movie)
+    assert len(loaded.recommend(user, k=5)) == 5
