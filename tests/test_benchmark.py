@@ -206,7 +206,10 @@ def test_models_come_from_every_preset() -> None:
     assert sorted(data.presets()) == sorted(p.stem for p in conf.glob("*.yaml"))
     assert cli.parse_args([]).models == data.presets()
     model, options = data.new_model({"model": "cf_weighted"}, "cpu")
-    assert model.config()["w0"] == 0.3 and not model.predicts_ratings and options["progress"] is False
+    assert not model.predicts_ratings and options["progress"] is False  # its objective preset, composed
+    assert model.config()["objective"]["name"] == "weighted" and model.config()["objective"]["w0"] == 0.3
+    model, _ = data.new_model({"model": "cf_weighted", "objective": {"w0": 0.1}}, "cpu")
+    assert model.config()["objective"]["w0"] == 0.1 and model.config()["rank"] == 128
 
 
 def test_reference_ease_against_brute_force() -> None:
