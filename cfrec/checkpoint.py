@@ -49,12 +49,15 @@ class Checkpoint:
     meta: dict[str, Any]
 
 
-def save_model(model: Recommender, train: Ratings, folder: str | Path, config_name: str | None = None) -> Path:
+def save_model(model: Recommender, train: Ratings, folder: str | Path, config_name: str | None = None,
+               trained_on: str | None = None) -> Path:
     """Write ``model.pt`` and ``model.json`` for a fitted ``model`` into ``folder``.
 
     ``model.json`` names the model by ``config_name`` (the preset it was configured by, e.g.
     ``cf_weighted``; default: its class's registered name, kept under ``class``) and records what
-    it declares: whether it predicts ratings and what its ranking scores are.
+    it declares: whether it predicts ratings and what its ranking scores are. ``trained_on``
+    (e.g. "train split (90% of each user's ratings; ...)") says what it saw; the checkpoint's
+    ``seen`` matrix is ``train``, so recommendations exclude exactly those ratings.
 
     A ``train_state.pt`` already in ``folder`` is rewritten to refer to the tensors of the new
     ``model.pt`` it repeats instead of holding a second copy (`save_train_state`).
@@ -78,6 +81,8 @@ def save_model(model: Recommender, train: Ratings, folder: str | Path, config_na
         "config": model.config(),
         "shape": model.shape_meta(),
         "data": train.name,
+        "trained_on": trained_on or train.name,
+        "n_train": len(train),
         "user_ids": train.user_map.ids.tolist(),
         "item_ids": train.item_map.ids.tolist(),
     }

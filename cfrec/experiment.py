@@ -15,9 +15,10 @@ from cfrec.data.sources import check_data as check_data_source  # the data-sourc
 from cfrec.data.sources import check_keys as _check_keys
 from cfrec.data.sources import load_data
 from cfrec.data.sources import section_options as _options
+from cfrec.data.split import no_split
 from cfrec.errors import ConfigError
 
-__all__ = ["check_data_source", "load_data", "make_split", "resolve_device"]
+__all__ = ["check_data_source", "describe_split", "load_data", "make_split", "resolve_device"]
 
 
 def make_split(ratings: Ratings, section: Mapping[str, Any]) -> Split:
@@ -38,7 +39,29 @@ def make_split(ratings: Ratings, section: Mapping[str, Any]) -> Split:
         if not 0 <= fold < int(options.get("n_folds", 5)):
             raise ConfigError("split.fold", f"must lie in 0..n_folds-1, got {fold}")
         return kfold_split(ratings, **options)[fold]
-    raise ConfigError("split.name", f"unknown split {name!r}; known: per_user, random, temporal, kfold")
+    if name == "none":
+        _check_keys(options, set(), "split")
+        return no_split(ratings)
+    raise ConfigError("split.name", f"unknown split {name!r}; known: per_user, random, temporal, kfold, none")
+
+
+def describe_split(section: Mapping[str, Any]) -> str:
+    """What a model trained on the train part of this ``split`` section saw, in words (model.json)."""
+    name = str(section.get("name"))
+    if name == "none":
+        return "all ratings (split=none, nothing held out)"
+    if name == "per_user":
+        share = 100 * (1 - float(section.get("test_ratio", 0.1)))
+        return (f"train split ({share:g}% of each user's ratings; users with fewer than "
+                f"{section.get('min_ratings', 5)} ratings whole)")
+    if name == "random":
+        return f"train split ({100 * (1 - float(section.get('test_ratio', 0.1))):g}% of all ratings, at random)"
+    if name == "temporal":
+        return f"train split (all but each user's last {section.get('n_last', 1)} rating(s))"
+    if name == "kfold":
+        return (f"train split (fold {section.get('fold', 0)} of {section.get('n_folds', 5)} held out: "
+                f"the other folds of each user's ratings)")
+    return f"train split ({name})"
 
 
 def resolve_device(device: str) -> torch.device:

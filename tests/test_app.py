@@ -84,7 +84,7 @@ def test_train_writes_a_complete_run_folder(tmp_path):
                 "eval_seconds", "model", "data"]:
         assert key in metrics
     assert metrics["model"] == "bias" and metrics["data"].startswith("synthetic")
-    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    assert list((run_dir / "tb").rglob("events.out.tfevents.*"))  # tb/<run name>/
 
 
 def test_compare_writes_the_table_metrics_and_plots(tmp_path):

@@ -130,7 +130,7 @@ def test_app_under_torchrun_writes_one_run_folder(tmp_path: Path) -> None:
     run = runs[0]
     for name in ["metrics.json", "model.pt", "model.json", "train.log", ".hydra/config.yaml", "items.hnsw", "users.hnsw"]:
         assert (run / name).is_file(), name
-    assert list((run / "tb").glob("events.out.tfevents.*"))
+    assert list((run / "tb").rglob("events.out.tfevents.*"))
     assert json.loads((run / "metrics.json").read_text())["rmse"] < 1.2
     log = (run / "train.log").read_text()
     assert "rank 0 of 2" in log and "rank 1 of 2" not in log, log

@@ -61,10 +61,15 @@ def oracle(data: bytes, fmt: Format) -> list[tuple[int, int, float, float]]:
     if lines and lines[-1] == "":
         lines.pop()
     rows = []
+    width = 4
     for number, line in enumerate(lines, start=1):
         line = line[:-1] if line.endswith("\r") else line
         if fmt.header is not None and number == 1:
-            if [name.strip() for name in line.split(fmt.sep)] != fmt.header.split(fmt.sep):
+            names = [name.strip() for name in line.split(fmt.sep)]
+            if fmt.name == "generic":  # columns are found by name: more columns after them are fine
+                width = len(names)
+                names = names[:4]
+            if names != fmt.header.split(fmt.sep):
                 raise Rejected(1)
             continue
         if line == "":
@@ -72,9 +77,9 @@ def oracle(data: bytes, fmt: Format) -> list[tuple[int, int, float, float]]:
         fields = _quoted_fields(line, number) if fmt.name == "generic" else line.split(fmt.sep)
         if len(fields) == 3 and fmt.timestamp_optional and fmt.name == "csv":
             fields.append("")
-        if len(fields) != 4:
+        if len(fields) != width or any(f == "" for f in fields[4:]):
             raise Rejected(number)
-        user, item, rating, ts = fields
+        user, item, rating, ts = fields[:4]
         if not (_INT.match(user) and _INT.match(item) and _FLOAT.match(rating)):
             raise Rejected(number)
         u, i, r = int(user), int(item), float(rating)

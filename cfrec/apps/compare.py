@@ -73,6 +73,8 @@ def compare(cfg: Mapping[str, Any], run_dir: str | Path) -> pd.DataFrame:
     device = resolve_device(str(cfg.get("device", "auto")))
     check_data_source(cfg["data"])
     check_eval(cfg["eval"])
+    if cfg["split"].get("name") == "none":
+        raise ConfigError("split", "none holds out no test set, and cfrec-compare measures on one; use a split")
     specs = {label: model_entry(label, entry) for label, entry in entries.items()}
     models = {label: make_model(options, device) for label, (options, _) in specs.items()}  # all valid before work
     train, test = load_split(cfg)

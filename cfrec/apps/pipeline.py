@@ -22,7 +22,7 @@ from cfrec.checkpoint import load_model, save_model
 from cfrec.data import Ratings, Split
 from cfrec.errors import ConfigError
 from cfrec.evaluate import evaluate, predict_pairs
-from cfrec.experiment import check_data_source, load_data, make_split, resolve_device
+from cfrec.experiment import check_data_source, describe_split, load_data, make_split, resolve_device
 from cfrec.io import write_json
 from cfrec.models.base import Recommender
 from cfrec.models.factor import FactorModel
@@ -30,7 +30,7 @@ from cfrec.models.registry import build_model, model_class
 from cfrec.objectives import make_objective
 from cfrec.tune import AUTO, auto_keys, search, with_value
 from cfrec.index import HNSWIndex
-from cfrec.monitor import TensorBoardLogger
+from cfrec.monitor import TensorBoardLogger, overrides_of, run_hparams, run_name
 from cfrec.threads import configure_run_threads
 from cfrec.train import distributed
 from cfrec.train.config import monitor_mode
@@ -139,7 +139,8 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, label: str | None = None) -
     label = label or model.name
     options = cfg.get("run", {})
     main = distributed.launched_rank() == 0
-    logger = TensorBoardLogger(run_dir / "tb") if options.get("tensorboard", True) and main else None
+    logger = (TensorBoardLogger(run_dir / "tb", run_name(label, overrides_of(run_dir)))
+              if options.get("tensorboard", True) and main else None)
     log.info("fitting %s on %s (%d ratings; test %d pairs)", label, train.name, len(train), len(test))
     tuned: dict[str, Any] = {}
     if auto_keys(cfg["model"]):
@@ -152,31 +153,30 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, label: str | None = None) -
         )
     if not main:
         return None
-    start = time.perf_counter()
-    metrics = evaluate(model, train, test, device=device, progress=options.get("progress", True), **cfg["eval"])
-    metrics.update({
-        "model": label, "data": train.name.removesuffix("/train"), "fit_seconds": fit_seconds,
-        "eval_seconds": time.perf_counter() - start, "n_train": len(train), "n_dropped": split.n_dropped,
-    })
+    if holds_out_nothing(cfg):
+        metrics = untested_metrics(label, train, fit_seconds)
+    else:
+        start = time.perf_counter()
+        metrics = evaluate(model, train, test, device=device, progress=options.get("progress", True), **cfg["eval"])
+        metrics.update({
+            "model": label, "data": train.name.removesuffix("/train"), "fit_seconds": fit_seconds,
+            "eval_seconds": time.perf_counter() - start, "n_train": len(train), "n_dropped": split.n_dropped,
+        })
     metrics.update(validation_summary(model, (cfg.get("train") or {}).get("monitor", "auto")))
     if tuned:
         metrics["tuned"] = tuned
     write_json(run_dir / "metrics.json", metrics)
     log.info("%s: %s", label, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
     if options.get("save_model", True):
-        save_model(model, train, run_dir, config_name=label)
+        save_model(model, train, run_dir, config_name=label, trained_on=describe_split(cfg["split"]))
     if options.get("build_index", True):
         build_indexes(model, cfg.get("index", {}), run_dir)
     if options.get("plots", True):
         write_plots(model, train, test, run_dir, label, device)
     if logger is not None:
-        logger.log_metrics(metrics)
         if model.item_vectors is not None:
             logger.log_item_embeddings(model.item_vectors, train.item_info, train.item_map.ids)
-        hparams = {"model": dict(cfg["model"]), "data": dict(cfg["data"])}
-        if isinstance(model, FactorModel):
-            hparams["train"] = dict(cfg.get("train") or {})
-        logger.log_hparams(_flatten(hparams), metrics)
+        logger.log_hparams(run_hparams(cfg, label, isinstance(model, FactorModel)), metrics)
         logger.close()
     return metrics
 
@@ -210,7 +210,11 @@ def build_indexes(model: Recommender, params: Mapping[str, Any], run_dir: Path) 
 
 def write_plots(model: Recommender, train: Ratings, test: Ratings, run_dir: Path, label: str, device) -> None:
     """Rating distribution, error histogram and true-vs-predicted PNGs of one model (rating
-    plots only for a model that predicts ratings), and its training curves."""
+    plots only for a model that predicts ratings, ranking plots for the others; the rating
+    distribution and training curves alone without a test set), and its training curves."""
+    if len(test) == 0 or not model.predicts_ratings:
+        write_untested_or_ranking_plots(model, train, test, run_dir, label, device)
+        return
     plots.rating_distribution(train.values, test.values, run_dir / "rating_distribution.png")
     if model.predicts_ratings:
         pred = predict_pairs(model, test.users, test.items, device=device).numpy()
@@ -221,11 +225,25 @@ def write_plots(model: Recommender, train: Ratings, test: Ratings, run_dir: Path
         plots.training_curves(history, run_dir / "training_curves.png")
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+def holds_out_nothing(cfg: Mapping[str, Any]) -> bool:
+    """``split=none``: the model is fitted on every rating for use, and nothing is evaluated."""
+    return str(cfg["split"].get("name")) == "none"
+
+
+def untested_metrics(label: str, train: Ratings, fit_seconds: float) -> dict[str, Any]:
+    """metrics.json of a run without a test set: what was fitted, on how much, how fast."""
+    return {"model": label, "data": train.name.removesuffix("/all"), "test": None, "n_train": len(train),
+            "fit_seconds": fit_seconds}
+
+
+def write_untested_or_ranking_plots(model: Recommender, train: Ratings, test: Ratings, run_dir: Path, label: str,
+                                    device) -> None:
+    """Plots that need no predicted rating: rating distribution, training curves and, with a test
+    set (a ranking-only model), Recall@K against K and the scores of held-out liked movies."""
+    plots.rating_distribution(train.values, test.values if len(test) else None, run_dir / "rating_distribution.png")
+    history = getattr(model, "history", None)
+    if history:
+        plots.training_curves(history, run_dir / "training_curves.png")
+    if len(test):
+        plots.ranking_plots(model, train, test, run_dir, label, device=device)
+

@@ -11,14 +11,19 @@ from cfrec.apps.pipeline import run
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    """The run's validation metric, for Hydra's sweepers (``valid_rmse`` — lower is better — or
-    ``valid_ndcg@10``, higher, as ``metrics.json``'s ``monitor`` says). None where nothing was
-    validated (models without training, ``train.val_fraction=0``, ranks other than 0): a test
-    metric is never returned, so no sweep can tune on test."""
+    """The run's validation metric, for Hydra's sweepers (see `objective`)."""
     hydra_cfg = HydraConfig.get()
     metrics = run(OmegaConf.to_container(cfg, resolve=True), hydra_cfg.runtime.output_dir,
                   label=hydra_cfg.runtime.choices.get("model"))
-    if metrics is None or "monitor" not in metrics:
+    return objective(metrics)
+
+
+def objective(metrics: dict | None) -> float | None:
+    """The validation metric a run was monitored on (``valid_rmse`` — lower is better — or
+    ``valid_ndcg@10``, higher, as ``metrics.json``'s ``monitor`` says). None where nothing was
+    validated (models without training, ``train.val_fraction=0``, ranks other than 0): a test
+    metric is never returned, so no sweep can tune on test."""
+    if metrics is None or not metrics.get("monitor") or metrics.get(metrics["monitor"]) is None:
         return None
     return float(metrics[metrics["monitor"]])
 

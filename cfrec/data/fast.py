@@ -61,7 +61,7 @@ def read_typed(
     except ImportError:
         return None
     path = Path(path)
-    if not path.is_file() or path.stat().st_size == 0 or _lone_carriage_return(path):
+    if not path.is_file() or path.stat().st_size == 0 or _needs_strict(path, "int" in kinds, header is not None):
         return None
     if header is not None and read_header(path, sep, encoding) != list(header):
         return None
@@ -128,14 +128,21 @@ def _to_numpy(column, kind: Kind, pa, pc) -> object:
     return out
 
 
-def _lone_carriage_return(path: Path) -> bool:
-    """True when the file holds a ``\\r`` not followed by ``\\n`` (pyarrow would end a line there)."""
+def _needs_strict(path: Path, hex_matters: bool, skip_header: bool) -> bool:
+    """True when bytes that pyarrow reads differently from the strict parser may be present.
+
+    A lone ``\r`` (pyarrow ends a line there) and, where a column is an integer, an ``x``
+    (pyarrow reads ``0x1F`` as 31; an id must be written in decimal).
+    """
     with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        start = data.find(b"\n") + 1 if skip_header else 0
+        if hex_matters and (data.find(b"x", start) >= 0 or data.find(b"X", start) >= 0):
+            return True
         if data.find(b"\r") < 0:
             return False
-        data_view = np.frombuffer(data, dtype=np.uint8)
+        view = np.frombuffer(data, dtype=np.uint8)
         try:
-            cr = np.flatnonzero(data_view == 13)
-            return bool((cr + 1 >= len(data_view)).any() or (data_view[np.minimum(cr + 1, len(data_view) - 1)] != 10).any())
+            after = np.flatnonzero(view == 13) + 1
+            return bool((after >= len(view)).any() or (view[np.minimum(after, len(view) - 1)] != 10).any())
         finally:
-            del data_view
+            del view

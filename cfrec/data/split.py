@@ -156,6 +156,14 @@ def temporal_split(ratings: Ratings, n_last: int = 1, min_ratings: int = 5) -> S
     return _make_split(ratings, test_mask, "temporal")
 
 
+def no_split(ratings: Ratings) -> Split:
+    """Every rating in train and an empty test set: a model fitted for use, not for measuring."""
+    train = ratings.subset(np.arange(len(ratings)), name=f"{ratings.name}/all")
+    test = ratings.subset(np.array([], dtype=np.int64), name=f"{ratings.name}/test")
+    log.info("no split of %s: all %d ratings train the model, nothing is held out", ratings.name, len(train))
+    return Split(train, test, n_test_before_filter=0)
+
+
 def kfold_split(ratings: Ratings, n_folds: int = 5, seed: int = 42, min_ratings: int = 5) -> list[Split]:
     """Per-user k-fold: each user's ratings are dealt at random into ``n_folds`` near-equal folds.
 

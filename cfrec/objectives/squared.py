@@ -1,4 +1,4 @@
-"""Squared error on the rated cells: the notes' J, the model predicts ratings.
+"""Squared error on the rated cells (the textbook matrix-factorisation loss J); the model predicts ratings.
 
     J = ½ Σ_(u,i) rated (θ_uᵀx_i + μ + b_u + b_i − y_ui)² + λ/2 Σ_rows n^α ‖row‖² + λ_b/2 Σ n^α b²
 """

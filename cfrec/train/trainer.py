@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
 
@@ -215,6 +216,8 @@ class Trainer:
         if self.monitor not in epoch_metrics:
             return False
         value, best = epoch_metrics[self.monitor], self.best["value"]
+        if not math.isfinite(value):  # nothing measured (e.g. no liked item held out): no epoch is better
+            return False
         sign = 1.0 if monitor_mode(self.monitor) == "min" else -1.0
         if best is None or sign * value < sign * best - cfg.min_delta:
             state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -227,6 +230,9 @@ class Trainer:
         if self.config.val_fraction == 0:
             return train, None
         split = per_user_split(train, test_ratio=self.config.val_fraction, seed=self.config.seed, method="vectorized")
+        if len(split.test) == 0:  # too few ratings per user to hold any out: train on all, validate nothing
+            log.warning("train.val_fraction=%s holds out no rating of %s: no validation", self.config.val_fraction, train.name)
+            return train, None
         return split.train, split.test
 
     def _make_optimizer(self, model: Trainable) -> torch.optim.Optimizer:
