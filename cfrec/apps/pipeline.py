@@ -32,6 +32,7 @@ from cfrec.objectives import make_objective
 from cfrec.tune import AUTO, auto_keys, search, with_value
 from cfrec.index import HNSWIndex
 from cfrec.monitor import TensorBoardLogger, overrides_of, run_hparams, run_name
+from cfrec.threads import configure_run_threads
 from cfrec.train import distributed
 from cfrec.train.config import monitor_mode
 from cfrec.serving import ITEM_INDEX, USER_INDEX
@@ -97,6 +98,7 @@ def fit_tuned(cfg: Mapping[str, Any], model: Recommender, train: Ratings, device
 
 def load_split(cfg: Mapping[str, Any]) -> Split:
     """Data and split of a run (the seed set first)."""
+    configure_run_threads(cfg)
     torch.manual_seed(int(cfg.get("seed", 42)))
     return make_split(load_data(cfg["data"]), cfg["split"])
 

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
 from cfrec.errors import ConfigError
+from cfrec.threads import parse_threads
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "exponential")
@@ -41,6 +42,8 @@ class TrainConfig:
       users × items ≤ ``dense_max_cells``); ``device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
     - ``seed``: initialization and batch order; CPU runs are bit-for-bit repeatable.
     - ``progress``: tqdm bar over epochs (``None`` = only on a terminal).
+    - ``threads``: torch CPU threads of the run (``cfrec.threads``): ``None`` = the top-level
+      ``threads``, else ``$CFREC_THREADS``, else 1; ``0`` = every usable CPU. The apps apply it.
     - ``distributed``: data-parallel training (DDP) as one rank of a ``torchrun`` job: each rank
       holds a shard of the ratings and takes the same steps as one process would; see
       ``docs/distributed.md``. Outside torchrun it is a `ConfigError`.
@@ -66,6 +69,7 @@ class TrainConfig:
     seed: int = 0
     progress: bool | None = None
     distributed: bool = False
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -97,6 +101,7 @@ class TrainConfig:
             raise ConfigError("device", f"must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError("seed", f"must be an integer, got {self.seed!r}")
+        parse_threads(self.threads, "threads")
         if not isinstance(self.distributed, bool):
             raise ConfigError("distributed", f"must be true or false, got {self.distributed!r}")
 
