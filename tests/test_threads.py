@@ -94,7 +94,7 @@ def test_train_app_applies_and_logs_train_threads(tmp_path) -> None:
     """cfrec-train with train.threads=2 over threads=1: the run's log names the choice; a bad value stops the run."""
     import os
 
-    tiny = ["data=synthetic", "data.n_users=60", "data.n_items=40", "data.n_ratings=800", "run.progress=false",
+    tiny = ["data=synthetic", "data.n_users=60", "data.n_items=40", "eval.ks=[5,10]", "data.n_ratings=800", "run.progress=false",
             "model=bias", "run.plots=false", "run.tensorboard=false", "run.build_index=false"]
     env = {k: v for k, v in os.environ.items() if k != threads.ENV}
     done = subprocess.run([sys.executable, "-m", "cfrec.apps.train", *tiny, "threads=1", "train.threads=2",

@@ -22,7 +22,7 @@ from cfrec.validation import check_choice, check_int, check_number
 
 log = logging.getLogger(__name__)
 
-TOP_KEYS = {"data", "split", "model", "train", "eval", "index", "seed", "device", "run"}
+TOP_KEYS = {"data", "split", "model", "train", "eval", "index", "seed", "device", "run", "threads", "hparams_search"}
 RUN_KEYS = ("save_model", "build_index", "plots", "tensorboard", "progress")
 EVAL_KEYS = ("ks", "like_threshold", "tolerance", "limit", "ranking", "memory_budget_mb")
 COMPARE_KEYS = ("head", "only", "save_models", "models")
@@ -56,6 +56,9 @@ def check_config(cfg: Mapping[str, Any], extra: tuple[str, ...] = ()) -> None:
     """Every section of ``cfg`` (``extra``: top-level keys an app adds, e.g. ``compare``)."""
     known_keys(cfg, TOP_KEYS | set(extra), "")
     check_int("seed", cfg.get("seed", 42), 0)
+    from cfrec.threads import resolve_threads  # noqa: PLC0415
+
+    resolve_threads(cfg.get("threads"), "threads")
     from cfrec.experiment import check_data_source, resolve_device  # noqa: PLC0415 (moving module)
 
     resolve_device(str(cfg.get("device", "auto")))
