@@ -39,7 +39,7 @@ class BPR(Objective):
     layouts = ("index",)
 
     def __init__(self, **options: Any):
-        options = check_options(self.name, options, {"negatives": 1})
+        options = check_options(self.name, options, {"negatives": 4})
         self.negatives = positive_int("negatives", options["negatives"])
         self._pool: torch.Tensor | None = None  # item codes with a training rating
 
