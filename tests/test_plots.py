@@ -9,7 +9,6 @@ from omegaconf import OmegaConf
 
 from cfrec import plots
 from cfrec.apps.pipeline import run
-from cfrec.evaluate import ranking_metrics
 
 TINY = ["data=synthetic", "data.n_users=120", "data.n_items=80", "data.n_ratings=3000", "run.progress=false",
         "run.tensorboard=false", "run.build_index=false", "run.save_model=false"]

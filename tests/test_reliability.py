@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from cfrec.apps import rundir
-from cfrec.apps.checks import DENSE_LIMIT_BYTES, check_against_data, check_config
+from cfrec.apps.checks import DENSE_LIMIT_BYTES, check_against_data
 from cfrec.apps.fitting import launcher
 from cfrec.apps.pipeline import prepare, run
 from cfrec.data import Split, synthetic

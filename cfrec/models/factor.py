@@ -39,6 +39,8 @@ class FactorModel(Recommender, nn.Module):
     them, so they predict μ + b_u (or μ + b_i): the bias baseline, or the global mean.
     """
 
+    learns_items: ClassVar[bool] = True  # False where x is fixed (features): no preference head then
+
     def __init__(
         self, *, l2: float, bias: bool, l2_bias: float, clip: bool, l2_exponent: float = 0.0,
         objective: str | Mapping[str, Any] | Objective = "squared", w0: float | None = None,
@@ -104,8 +106,6 @@ class FactorModel(Recommender, nn.Module):
         return self.objective.preference_head
 
     # -- the item side, owned by subclasses ---------------------------------------------
-    learns_items: ClassVar[bool] = True  # False where x is fixed (features)
-
     @property
     def item_table(self) -> Tensor:
         """x (n_items, k): learned factors or fixed features."""

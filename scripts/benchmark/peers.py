@@ -137,7 +137,7 @@ def fit_cornac_ease(train: Ratings, threads: int) -> PeerModel:
 
     data = _cornac_dataset(train)
     model = EASE(verbose=False, seed=0).fit(data)
-    (users, user_inner), (items, item_inner) = _codes(data.uid_map, train.n_users), _codes(data.iid_map, train.n_items)
+    items, item_inner = _codes(data.iid_map, train.n_items)
     weights = np.zeros((train.n_items, train.n_items), np.float32)
     weights[np.ix_(items, items)] = model.B[np.ix_(item_inner, item_inner)]
     x = seen_matrix(train, binary=False)  # cornac's EASE reads the rating matrix

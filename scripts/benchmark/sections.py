@@ -17,7 +17,6 @@ import time
 from typing import Any, Callable
 
 import numpy as np
-import pandas as pd
 import torch
 
 import benchtools as bt
