@@ -302,7 +302,8 @@ def test_ranking_batches_count_the_score_temporaries():
 # -- 11, 12: interrupts and resumes ----------------------------------------------------------------------
 def test_ctrl_c_during_evaluation_keeps_the_model_and_says_how_to_finish(tmp_path):
     folder = tmp_path / "run"
-    data = ["data=synthetic", "data.n_users=3000", "data.n_items=200", "data.n_ratings=30000", "run.progress=false"]
+    # one user per ranking batch over 20,000 users: seconds of evaluation, however fast the machine
+    data = ["data=synthetic", "data.n_users=20000", "data.n_items=200", "data.n_ratings=120000", "run.progress=false"]
     args = [sys.executable, "-m", "cfrec.apps.train", *data, *CF, "train.epochs=1", "eval.memory_budget_mb=0.002",
             f"hydra.run.dir={folder}"]
     env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
