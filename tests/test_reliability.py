@@ -35,6 +35,12 @@ CF = ["model=cf", "model.rank=4", "train.epochs=2", "train.batch_size=512", "run
       "run.build_index=false", "run.tensorboard=false"]
 
 
+def default_sigint() -> None:
+    """In the child: Ctrl-C raises KeyboardInterrupt even when this test runs where SIGINT is
+    ignored (a job started in the background inherits SIG_IGN, and Python then never handles it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
@@ -307,7 +313,7 @@ def test_ctrl_c_during_evaluation_keeps_the_model_and_says_how_to_finish(tmp_pat
     args = [sys.executable, "-m", "cfrec.apps.train", *data, *CF, "train.epochs=1", "eval.memory_budget_mb=0.002",
             f"hydra.run.dir={folder}"]
     env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(args, cwd=tmp_path, env=env, preexec_fn=default_sigint, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (folder / "model.json").exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.01)

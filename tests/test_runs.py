@@ -33,6 +33,12 @@ TINY = ["data=synthetic", "data.n_users=120", "data.n_items=80", "data.n_ratings
 CF = ["model=cf", "model.rank=8", "model.l2=2.0", "train.epochs=4", "train.batch_size=512"]
 
 
+def default_sigint() -> None:
+    """In the child: Ctrl-C raises KeyboardInterrupt even when this test runs where SIGINT is
+    ignored (a job started in the background inherits SIG_IGN, and Python then never handles it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def config(*overrides: str) -> dict:
     with initialize_config_module("cfrec.conf", version_base="1.3"):
         return OmegaConf.to_container(compose("config", overrides=[*TINY, *overrides]), resolve=True)
@@ -211,7 +217,7 @@ def test_ctrl_c_saves_state_and_resume_ends_where_an_uninterrupted_run_ends(tmp_
     # far more epochs than it will run, so the Ctrl-C lands in training however slow the machine is;
     # the resume below may change the number of epochs (the schedule is constant)
     args = [sys.executable, "-m", "cfrec.apps.train", *TINY, *long, "train.epochs=100000", f"hydra.run.dir={first}"]
-    process = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(args, cwd=tmp_path, env=env, preexec_fn=default_sigint, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     state = first / "train_state.pt"
     deadline = time.time() + 120
     while not state.exists() and process.poll() is None and time.time() < deadline:
