@@ -9,7 +9,9 @@ signal], computed exactly from the normal CDF, so tests can ask a model to come 
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.special import ndtr
@@ -116,19 +118,13 @@ def synthetic(
     )
 
 
-def check_synthetic(
-    *,
-    n_users: int = 1000,
-    n_items: int = 500,
-    n_ratings: int = 50_000,
-    rank: int = 8,
-    noise: float = 0.5,
-    step: float = 1.0,
-    seed: int = 0,
-    min_user_ratings: int = 5,
-    scale: tuple[float, float] = (1.0, 5.0),
-) -> None:
-    """`ConfigError` naming the first impossible option of `synthetic`, before any work."""
+def check_synthetic(**options: Any) -> None:
+    """`ConfigError` naming the first impossible option of `synthetic`, before any work; options
+    left out take `synthetic`'s own defaults (written once, in its signature)."""
+    defaults = {name: p.default for name, p in inspect.signature(synthetic).parameters.items()}
+    o = {**defaults, **options}
+    n_users, n_items, n_ratings, rank = o["n_users"], o["n_items"], o["n_ratings"], o["rank"]
+    noise, step, seed, min_user_ratings, scale = o["noise"], o["step"], o["seed"], o["min_user_ratings"], o["scale"]
     for key, value, low in (("n_users", n_users, 1), ("n_items", n_items, 1), ("n_ratings", n_ratings, 1),
                             ("rank", rank, 1), ("min_user_ratings", min_user_ratings, 0), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
