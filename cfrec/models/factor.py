@@ -156,6 +156,7 @@ class FactorModel(Recommender, nn.Module):
         self.theta = nn.Parameter(theta)
         self.objective.init_heads(self, train, generator)
         self.to(device)
+        self._preference_weights = tuple(None if w is None else w.to(device) for w in self._preference_weights)
 
     def init_biases_from_baseline(self, train: Ratings) -> None:
         """μ, b_u, b_i start from the closed-form bias baseline of the same λ_b."""
@@ -203,9 +204,8 @@ class FactorModel(Recommender, nn.Module):
 
     def preference_penalty(self) -> Penalty:
         """The preference head's penalty: its objective's λ and λ_b, rows weighted n^α as in the last fit."""
-        o, device = self.objective, self.theta.device
-        weights = (None if w is None else w.to(device) for w in self._preference_weights)
-        return Penalty(o.l2, o.l2, o.l2_bias, *weights)
+        o = self.objective
+        return Penalty(o.l2, o.l2, o.l2_bias, *self._preference_weights)
 
     def ranking_factors(self) -> Factors:
         """The head whose scores ``score`` and ``recommend`` rank by."""
