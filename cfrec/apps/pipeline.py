@@ -34,7 +34,7 @@ from cfrec.index import HNSWIndex
 from cfrec.monitor import TensorBoardLogger, overrides_of, run_hparams, run_name
 from cfrec.threads import configure_run_threads
 from cfrec.train import distributed
-from cfrec.train.config import monitor_mode
+from cfrec.train.config import TrainConfig, monitor_mode
 from cfrec.serving import ITEM_INDEX, USER_INDEX
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,9 @@ def fit_tuned(cfg: Mapping[str, Any], model: Recommender, train: Ratings, device
     """Fit with every ``auto`` model option chosen on validation (`cfrec.tune.search`); returns
     (the best fitted model, the seconds of all fits, what was chosen)."""
     options, chosen, start = dict(cfg["model"]), {}, time.perf_counter()
-    monitor = (cfg.get("train") or {}).get("monitor", "auto")
-    if not (cfg.get("train") or {}).get("val_fraction", 0.02):
+    train_options = cfg.get("train") or {}
+    monitor = train_options.get("monitor", TrainConfig.monitor)
+    if not train_options.get("val_fraction", TrainConfig.val_fraction):
         raise ConfigError("train.val_fraction", "must be > 0 when a model option is auto: the choice is made on it")
     for key in auto_keys(options):
         def fit(value: float) -> tuple[float, Recommender]:
