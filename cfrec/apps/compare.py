@@ -51,9 +51,9 @@ def model_entry(label: str, entry: Mapping[str, Any],
     conf = files("cfrec.conf")
     if choice is None or not conf.joinpath("model", f"{choice}.yaml").is_file():
         raise ConfigError(f"compare.models.{label}.model", f"no conf/model/{choice}.yaml")
-    options = model_preset(choice)
+    options, preset_train = model_preset(choice)
     own = entry.pop("train", None) or {}
-    train_options = {**{k: v for k, v in (train or {}).items() if k != "resume"}, **own}
+    train_options = {**{k: v for k, v in (train or {}).items() if k != "resume"}, **preset_train, **own}
     try:
         check_train(train_options)
     except ConfigError as err:
@@ -65,15 +65,24 @@ def model_entry(label: str, entry: Mapping[str, Any],
     return options, train_options
 
 
-def model_preset(choice: str) -> dict[str, Any]:
-    """conf/model/<choice>.yaml with its defaults list applied (its ``objective`` preset)."""
-    conf = files("cfrec.conf").joinpath("model")
-    options = OmegaConf.to_container(OmegaConf.load(conf.joinpath(f"{choice}.yaml")))
+TRAIN_OVERRIDE = "override /train@_global_.train"  # a model preset's choice of train preset (cf_weighted: als)
+
+
+def model_preset(choice: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(conf/model/<choice>.yaml with its ``objective`` preset applied, the train keys of the
+    train preset it chooses — {} when it keeps the run's)."""
+    conf = files("cfrec.conf")
+    options = OmegaConf.to_container(OmegaConf.load(conf.joinpath("model", f"{choice}.yaml")))
+    train: dict[str, Any] = {}
     for default in options.pop("defaults", []):
         if isinstance(default, Mapping):
             for group, name in default.items():
-                options[group] = OmegaConf.to_container(OmegaConf.load(conf.joinpath(group, f"{name}.yaml")))
-    return options
+                if group == TRAIN_OVERRIDE:
+                    train = OmegaConf.to_container(OmegaConf.load(conf.joinpath("train", f"{name}.yaml")))
+                    train.pop("defaults", None)
+                else:
+                    options[group] = OmegaConf.to_container(OmegaConf.load(conf.joinpath("model", group, f"{name}.yaml")))
+    return options, train
 
 
 def compare(cfg: Mapping[str, Any], run_dir: str | Path) -> pd.DataFrame:

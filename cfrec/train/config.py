@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
 from cfrec.errors import ConfigError
 from cfrec.threads import parse_threads
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
+OPTIMIZERS = ("adam", "adamw", "sgd", "als")
 SCHEDULES = ("constant", "cosine", "exponential")
 LAYOUTS = ("auto", "dense", "index")
 MONITORS = ("auto", "loss", "val_rmse", "val_mae", "val_accuracy", "val_recall@10", "val_recall@50",
             "val_ndcg@10", "val_ndcg@50")
 MINIMISED = ("loss", "val_rmse", "val_mae")
+MIN_BATCH_SIZE = 1024  # min_batches never shrinks a batch below this many ratings
 
 
 @dataclass(frozen=True)
@@ -23,12 +25,18 @@ class TrainConfig:
     The defaults were tuned on MovieLens 1M for `CollaborativeFiltering` (and suit
     `ContentBased`); ``docs/learned_models.md`` shows the sweep.
 
-    - ``optimizer``: ``adam``, ``adamw`` or ``sgd``; ``lr`` its learning rate, ``momentum`` SGD's
+    - ``optimizer``: ``adam``, ``adamw``, ``sgd`` or ``als`` (alternating least squares: each
+      epoch solves every user's, then every movie's ridge system exactly, `cfrec.train.als`;
+      squared, weighted and joint objectives; ``lr``, ``batch_size`` and the schedule unused;
+      ``als_cg_steps`` > 0 takes that many conjugate-gradient steps per row instead of exact
+      solves, cheaper at large ranks); ``lr`` its learning rate, ``momentum`` SGD's
       momentum, ``weight_decay`` the optimizer's own decay (on top of the loss's λ; 0 = none).
       The optimizer sees J divided by the ratings per batch, so ``lr`` does not depend on
       ``batch_size``.
     - ``epochs``: passes over the training ratings; ``batch_size``: ratings per step (``None`` =
-      full-batch gradient descent, as in the notes).
+      full-batch gradient descent, as in the notes); ``min_batches``: the batch shrinks (not
+      below 1,024 ratings) so that an epoch takes at least this many steps — a data set ten
+      times smaller than MovieLens 1M still gets enough steps (``None``: ``batch_size`` as given).
     - ``schedule``: ``constant``, ``cosine`` (down to ``lr * lr_min_ratio`` at the last epoch)
       or ``exponential`` (× ``gamma`` per epoch).
     - ``val_fraction``: share of each user's ratings carved from train to validate every epoch
@@ -55,6 +63,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     epochs: int = 8
     batch_size: int | None = 16384
+    min_batches: int | None = 50
     schedule: str = "cosine"
     lr_min_ratio: float = 0.0
     gamma: float = 0.9
@@ -70,6 +79,7 @@ class TrainConfig:
     progress: bool | None = None
     distributed: bool = False
     threads: int | None = None
+    als_cg_steps: int = 0
 
     def __post_init__(self) -> None:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -80,6 +90,8 @@ class TrainConfig:
         _positive("epochs", self.epochs, integer=True)
         if self.batch_size is not None:
             _positive("batch_size", self.batch_size, integer=True)
+        if self.min_batches is not None:
+            _positive("min_batches", self.min_batches, integer=True)
         _positive("dense_max_cells", self.dense_max_cells, integer=True)
         if not 0.0 <= self.momentum < 1.0:
             raise ConfigError("momentum", f"must lie in [0, 1), got {self.momentum!r}")
@@ -102,6 +114,8 @@ class TrainConfig:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError("seed", f"must be an integer, got {self.seed!r}")
         parse_threads(self.threads, "threads")
+        if isinstance(self.als_cg_steps, bool) or not isinstance(self.als_cg_steps, int) or self.als_cg_steps < 0:
+            raise ConfigError("als_cg_steps", f"must be a non-negative integer, got {self.als_cg_steps!r}")
         if not isinstance(self.distributed, bool):
             raise ConfigError("distributed", f"must be true or false, got {self.distributed!r}")
 
@@ -115,6 +129,13 @@ class TrainConfig:
             if key not in known:
                 raise ConfigError(key, f"unknown training option; known: {', '.join(sorted(known))}")
         return replace(base, **options)
+
+    def effective_batch_size(self, n_ratings: int) -> int | None:
+        """``batch_size``, made smaller where an epoch of ``n_ratings`` would have fewer than
+        ``min_batches`` steps (never below `MIN_BATCH_SIZE`; full batch stays full batch)."""
+        if self.batch_size is None or self.min_batches is None:
+            return self.batch_size
+        return min(self.batch_size, max(MIN_BATCH_SIZE, math.ceil(n_ratings / self.min_batches)))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types, the inverse of ``from_dict``."""

@@ -118,9 +118,17 @@ def train_options(preset: str) -> dict[str, Any]:
     """The training options of a preset: ``conf/train/<preset>.yaml`` if there is one, else
     ``conf/train/default.yaml``; run-only keys (``resume``) dropped, no progress bar."""
     group = files("cfrec.conf").joinpath("train")
-    options = _conf("train", preset if group.joinpath(f"{preset}.yaml").is_file() else "default")
+    chosen = [choice for default in _conf("model", preset).get("defaults") or [] if isinstance(default, dict)
+              for group_name, choice in default.items() if group_name == TRAIN_OVERRIDE]
+    name = preset if group.joinpath(f"{preset}.yaml").is_file() else (chosen[0] if chosen else "default")
+    options = _conf("train", name)
+    if options.pop("defaults", None):  # a preset over default.yaml
+        options = {**_conf("train", "default"), **options}
     options.pop("resume", None)
     return {**options, "progress": False}
+
+
+TRAIN_OVERRIDE = "override /train@_global_.train"  # a model preset's choice of train preset
 
 
 def model_preset(preset: str) -> dict[str, Any]:
@@ -130,7 +138,8 @@ def model_preset(preset: str) -> dict[str, Any]:
     for default in options.pop("defaults", None) or []:
         if isinstance(default, dict):
             for group, choice in default.items():
-                options[group] = {**_conf(f"model/{group}", str(choice)), **(options.get(group) or {})}
+                if group != TRAIN_OVERRIDE:
+                    options[group] = {**_conf(f"model/{group}", str(choice)), **(options.get(group) or {})}
     return options
 
 
