@@ -20,15 +20,16 @@ def check_device(device: str | torch.device, key: str = "device") -> str:
     return name
 
 
-def resolve_device(device: str | torch.device = "auto", key: str = "device") -> torch.device:
+def resolve_device(device: str | torch.device = "auto", key: str = "device", *, present: bool = True) -> torch.device:
     """``auto`` → CUDA when available, else the CPU; ``cpu``; ``cuda`` / ``cuda:N`` only where
     CUDA (and GPU N) is available: asking for it without one is a `ConfigError`, never a silent
-    CPU run."""
+    CPU run. ``present=False`` skips that last check (a model rebuilt from a GPU run's config,
+    to be loaded elsewhere)."""
     name = check_device(device, key)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     resolved = torch.device(name)
-    if resolved.type == "cuda":
+    if resolved.type == "cuda" and present:
         if not torch.cuda.is_available():
             raise ConfigError(key, f"{name} was asked for but no GPU is available (CUDA is not): use cpu or auto")
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():

@@ -42,6 +42,9 @@ from cfrec.tables import to_markdown
 
 log = logging.getLogger(__name__)
 
+MODEL_FAILURES = (CfrecError, MemoryError, torch.cuda.OutOfMemoryError)
+"""How one model of a comparison fails and the others go on: a user mistake, a divergence, an
+interrupted fit, too little memory. Anything else is a bug: it ends the run with its traceback."""
 TABLE_COLUMNS = ["model", "accuracy", "rmse", "mae", "recall@50", "ndcg@10", "fit_seconds", "eval_seconds"]
 
 
@@ -107,19 +110,24 @@ def compare(cfg: Mapping[str, Any], run_dir: str | Path) -> pd.DataFrame:
             raise err.under(f"compare.models.{label}") from None
     rows: list[dict[str, Any]] = []
     errors: dict[str, np.ndarray] = {}
+    reported = False
     try:
         for label, model in models.items():
             try:
                 rows.append(fit_and_evaluate(label, model, specs[label][1], split, cfg, run_dir, device, errors))
-            except Exception as err:  # a failing model is reported; the others go on
-                message, _, bug = describe(err)
-                log.error("%s failed: %s", label, message, exc_info=bug)
+            except MODEL_FAILURES as err:  # a failing model is reported; the others go on
+                message, _, _ = describe(err)
+                log.error("%s failed: %s", label, message)
                 rows.append({"model": label, "status": "failed", "error": message})
     except KeyboardInterrupt:  # keep what is done; the rest is reported as interrupted
         done = {row["model"] for row in rows}
         rows += [{"model": label, "status": "failed", "error": "interrupted"} for label in models if label not in done]
+        reported = True
         write_report(rows, errors, train.values, test.values, run_dir)
         raise RunStopped(f"interrupted: the finished models' results are in {run_dir}", 130) from None
+    finally:
+        if not reported and len(rows) < len(models) and rows:  # a bug: keep what is done, then its traceback
+            write_report(rows, errors, train.values, test.values, run_dir)
     table = write_report(rows, errors, train.values, test.values, run_dir)
     report(run_dir, rows, keys=("status", "rmse", "accuracy", "recall@50", "ndcg@10", "fit_seconds"))
     failed = [row for row in rows if row["status"] != "ok"]
