@@ -194,3 +194,27 @@ def test_train_group_is_train_config():
     section = composed()["train"]
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name != "device"}
     assert section == {**defaults, "resume": None}
+
+
+def test_the_package_ships_every_preset():
+    """pyproject's package data for cfrec.conf matches every yaml file under it (model/objective/ too):
+    an installed (not editable) cfrec composes the same configs."""
+    import glob
+
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = tomllib.loads((CONF.parents[1] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["cfrec.conf"]
+    shipped = {Path(p) for pattern in patterns for p in glob.glob(pattern, root_dir=CONF, recursive=True)}
+    assert shipped == {p.relative_to(CONF) for p in CONF.rglob("*.yaml")}
+
+
+def test_the_deprecated_w0_key_still_works_with_a_warning():
+    """+model.w0=0.3 (the weighted mask before objectives existed) passes the schema and warns."""
+    from cfrec.apps.pipeline import make_model
+
+    cfg = composed(*TINY, "model=cf_rating", "+model.w0=0.3")
+    with pytest.warns(DeprecationWarning, match="w0 is deprecated"):
+        model, _, _ = prepare(cfg)
+    assert model.objective.name == "weighted" and model.objective.w0 == 0.3
+    with pytest.warns(DeprecationWarning):
+        make_model({"name": "cf", "w0": 0.5}, "cpu")

@@ -16,10 +16,7 @@ import hydra
 import numpy as np
 import pandas as pd
 import torch
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import MissingConfigException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -28,7 +25,7 @@ from cfrec.apps import guard
 from cfrec.apps.checks import check_against_data, check_config, check_train
 from cfrec.apps.fitting import fit_model
 from cfrec.apps.guard import describe, report
-from cfrec.apps.schema import check_section
+from cfrec.apps.schema import check_section, preset
 from cfrec.apps.pipeline import load_split, make_model
 from cfrec.checkpoint import save_model
 from cfrec.data import Split
@@ -55,7 +52,7 @@ def model_entry(label: str, entry: Mapping[str, Any],
     key = f"compare.models.{label}"
     entry = dict(entry)
     choice = entry.pop("model", None)
-    options = model_preset(choice, f"{key}.model")
+    options = preset("model", choice, f"{key}.model")
     own = entry.pop("train", None) or {}
     train_options = {**{k: v for k, v in (train or {}).items() if k != "resume"}, **own}
     try:
@@ -65,21 +62,6 @@ def model_entry(label: str, entry: Mapping[str, Any],
     options.update(entry)
     check_section(key, "model", options)  # an option the model lacks, or of the wrong type, named by its key
     return options, train_options
-
-
-def model_preset(choice: Any, key: str = "model") -> dict[str, Any]:
-    """The ``model`` section that ``model=<choice>`` composes to (schema, preset, objective),
-    through Hydra's compose API as every app composes it."""
-    overrides = [f"+model={choice}"]
-    try:
-        if GlobalHydra.instance().is_initialized():  # inside an app
-            cfg = compose(overrides=overrides)
-        else:
-            with initialize_config_module("cfrec.conf", version_base="1.3"):
-                cfg = compose(overrides=overrides)
-    except MissingConfigException:
-        raise ConfigError(key, f"no preset model={choice} (conf/model/)") from None
-    return OmegaConf.to_container(cfg.model)
 
 
 def compare(cfg: Mapping[str, Any], run_dir: str | Path) -> pd.DataFrame:

@@ -78,6 +78,7 @@ def fit_tuned(cfg: Mapping[str, Any], model: Recommender, train: Ratings, device
               progress: bool) -> tuple[Recommender, float, dict[str, Any]]:
     """Fit with every ``auto`` model option chosen on validation (`cfrec.tune.search`); returns
     (the best fitted model, the seconds of all fits, what was chosen)."""
+    cfg = complete(cfg)
     options, chosen, start = dict(cfg["model"]), {}, time.perf_counter()
     monitor = cfg["train"]["monitor"]
     if not cfg["train"]["val_fraction"]:

@@ -44,7 +44,8 @@ from cfrec.objectives import OBJECTIVES
 from cfrec.train.config import TrainConfig
 from cfrec.tune import TUNABLE
 
-SKIPPED_MODEL_ARGS = ("device", "w0")  # the run's top-level device; a deprecated argument (objective=weighted)
+DEPRECATED_MODEL_ARGS = ("w0",)  # +model.w0=0.3 still works (the constructor warns): objective=weighted
+SKIPPED_MODEL_ARGS = ("device", *DEPRECATED_MODEL_ARGS)  # device: the run's top-level device
 
 
 # -- the run's own switches: the only defaults written here -----------------------------------------
@@ -82,7 +83,7 @@ class AppConfig:
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda | cuda:N (cfrec.device.resolve_device)
-    threads: Optional[int] = None  # torch CPU threads; None: $CFREC_THREADS, else 1 (0: every CPU)
+    threads: Any = None  # torch CPU threads (a count, 0 or "all": every CPU); None: $CFREC_THREADS, else 1
 
 
 @dataclasses.dataclass
@@ -154,18 +155,14 @@ def _objective_schema(name: str) -> type:
 
 
 def _data_schemas() -> dict[str, type]:
-    """One per data source, its keys those of the registry and its defaults those of the reader."""
-    readers: dict[str, Callable] = {"csv": read_ratings, "synthetic": synthetic}
+    """One per data source: its keys those of the registry, its defaults those of its reader."""
+    readers: dict[str, Callable] = {"csv": read_ratings, "synthetic": synthetic}  # the releases: `load`
+    required = {"movielens": "root", "csv": "path"}  # a folder, a file: no default
     schemas = {}
     for name, source in SOURCES.items():
-        extra = {"root": (str, MISSING)} if name == "movielens" else {}  # a folder, no default
-        reader = readers.get(name, load)
-        keys = source.keys - set(extra)
-        if name == "csv":
-            extra = {"path": (str, MISSING)}
-            keys = keys - {"path"}
-        schemas[name] = schema_of(f"Data_{name}", reader, keys=keys, first={"name": name}, extra=extra,
-                                  untyped=("columns",))
+        extra = {required[name]: (str, MISSING)} if name in required else {}
+        schemas[name] = schema_of(f"Data_{name}", readers.get(name, load), keys=source.keys - set(extra),
+                                  first={"name": name}, extra=extra, untyped=("columns",))
     return schemas
 
 
@@ -174,7 +171,8 @@ def _split_schema(name: str) -> type:
     return schema_of(f"Split_{name}", SPLITS[name], skip=("ratings",), first={"name": name}, extra=extra)
 
 
-TrainSection = schema_of("TrainSection", TrainConfig, skip=("device",), extra={"resume": (Optional[str], None)})
+TrainSection = schema_of("TrainSection", TrainConfig, skip=("device",), untyped=("threads",),  # threads: also "all"
+                         extra={"resume": (Optional[str], None)})
 """The ``train`` group: `TrainConfig` (its device is the run's top-level ``device``) and ``resume``."""
 EvalConfig = schema_of("EvalConfig", evaluate, keys=EVAL_OPTIONS)
 IndexConfig = schema_of("IndexConfig", HNSWIndex)
@@ -233,11 +231,17 @@ def typed(key: str, schema: type, values: Mapping[str, Any] | None) -> Any:
     return OmegaConf.to_object(_merged(key, schema, values))
 
 
+def _current(group: str, values: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``values`` without the deprecated model arguments, which pass the schema unchecked."""
+    skip = DEPRECATED_MODEL_ARGS if group == "model" else ()
+    return {k: v for k, v in (values or {}).items() if k not in skip}
+
+
 def check_section(key: str, group: str, values: Mapping[str, Any] | None) -> None:
     """``values`` against the schema of ``group`` (by the section's ``name`` where the group has several)."""
     schema = schema_for(group, values or {})
     if schema is not None:
-        _merged(key, schema, values)
+        _merged(key, schema, _current(group, values))
 
 
 GROUPS = ("data", "split", "model", "train", "eval", "index")
@@ -256,5 +260,26 @@ def complete(cfg: Mapping[str, Any], app: type | None = None) -> dict[str, Any]:
         if schema is None:  # an unknown name: the registry that reads it says which are known
             out[group] = dict(values or {})
         else:
-            out[group] = OmegaConf.to_container(_merged(group, schema, values))
+            deprecated = {k: v for k, v in (values or {}).items() if k not in _current(group, values)}
+            out[group] = {**OmegaConf.to_container(_merged(group, schema, _current(group, values))), **deprecated}
     return out
+
+
+def preset(group: str, name: Any, key: str | None = None) -> dict[str, Any]:
+    """The section ``<group>=<name>`` composes to (schema, preset and its own defaults list),
+    through Hydra's compose API as every app composes it; an unknown preset is a `ConfigError`
+    naming ``key`` (default: ``group``)."""
+    from hydra import compose, initialize_config_module  # noqa: PLC0415 (Hydra only for the apps)
+    from hydra.core.global_hydra import GlobalHydra  # noqa: PLC0415
+    from hydra.errors import MissingConfigException  # noqa: PLC0415
+
+    overrides = [f"+{group}={name}"]
+    try:
+        if GlobalHydra.instance().is_initialized():  # inside an app
+            cfg = compose(overrides=overrides)
+        else:
+            with initialize_config_module("cfrec.conf", version_base="1.3"):
+                cfg = compose(overrides=overrides)
+    except MissingConfigException:
+        raise ConfigError(key or group, f"no preset {group}={name} (conf/{group}/)") from None
+    return OmegaConf.to_container(OmegaConf.select(cfg, group.replace("/", ".")))

@@ -9,10 +9,11 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import yaml
-
 import cfrec.data
+from cfrec.apps.schema import preset
 from cfrec.data import Ratings
+from cfrec.errors import ConfigError
+from cfrec.experiment import make_split
 from cfrec.models.base import Recommender
 from cfrec.models.registry import build_model
 
@@ -79,16 +80,7 @@ def load_split(data: str, split: str) -> tuple[Ratings, Ratings]:
         ratings = synthetic_ratings(n)
     else:
         ratings = cfrec.data.load(data)
-    options = _conf("split", split)
-    method = options.pop("name", split)
-    fold = int(options.pop("fold", 0))
-    splitters: dict[str, Callable[..., Any]] = {
-        "per_user": cfrec.data.per_user_split, "random": cfrec.data.random_split,
-        "temporal": cfrec.data.temporal_split, "kfold": cfrec.data.kfold_split,
-    }
-    result = splitters[method](ratings, **options)
-    if method == "kfold":
-        result = result[fold]
+    result = make_split(ratings, _conf("split", split))
     return result.train, result.test
 
 
@@ -100,10 +92,11 @@ def scaling_sizes(low: int, high: int) -> list[int]:
 
 # -- models from their presets --------------------------------------------------------------------
 def _conf(group: str, name: str) -> dict[str, Any]:
-    path = files("cfrec.conf").joinpath(group, f"{name}.yaml")
-    if not path.is_file():
-        raise SystemExit(f"no cfrec/conf/{group}/{name}.yaml")
-    return dict(yaml.safe_load(path.read_text()) or {})
+    """``<group>=<name>`` as cfrec's apps compose it (schema and preset)."""
+    try:
+        return preset(group, name)
+    except ConfigError as err:
+        raise SystemExit(str(err)) from None
 
 
 def presets() -> list[str]:
@@ -123,15 +116,9 @@ def train_options(preset: str) -> dict[str, Any]:
     return {**options, "progress": False}
 
 
-def model_preset(preset: str) -> dict[str, Any]:
-    """``conf/model/<preset>.yaml`` with its defaults list applied (e.g. ``objective: joint`` →
-    the ``objective`` key holds ``conf/model/objective/joint.yaml``), as Hydra composes it."""
-    options = _conf("model", preset)
-    for default in options.pop("defaults", None) or []:
-        if isinstance(default, dict):
-            for group, choice in default.items():
-                options[group] = {**_conf(f"model/{group}", str(choice)), **(options.get(group) or {})}
-    return options
+def model_preset(name: str) -> dict[str, Any]:
+    """The ``model`` section ``model=<name>`` composes to (its objective included)."""
+    return _conf("model", name)
 
 
 def new_model(entry: dict[str, Any], device: str) -> tuple[Recommender, dict[str, Any]]:
