@@ -89,12 +89,15 @@ def test_no_preset_repeats_a_default(path):
     if group == "hparams_search":
         return
     defaults = preset.pop("defaults")
-    assert defaults[0].startswith(f"/schema/{group}/") and defaults[0].endswith("@_here_"), defaults
-    name = defaults[0][len(f"/schema/{group}/"):-len("@_here_")]
-    tables = {"model": schema.MODEL_SCHEMAS, "model/objective": schema.OBJECTIVE_SCHEMAS, "data": schema.DATA_SCHEMAS,
-              "split": schema.SPLIT_SCHEMAS}
-    node = tables[group][name] if group in tables else schema.GROUP_SCHEMAS[group]
-    base = OmegaConf.to_container(OmegaConf.structured(node))
+    if not defaults[0].startswith("/schema/"):  # a preset over another of its group (train/als over default)
+        base = schema.preset(group, defaults[0])
+    else:
+        assert defaults[0].startswith(f"/schema/{group}/") and defaults[0].endswith("@_here_"), defaults
+        name = defaults[0][len(f"/schema/{group}/"):-len("@_here_")]
+        tables = {"model": schema.MODEL_SCHEMAS, "model/objective": schema.OBJECTIVE_SCHEMAS,
+                  "data": schema.DATA_SCHEMAS, "split": schema.SPLIT_SCHEMAS}
+        node = tables[group][name] if group in tables else schema.GROUP_SCHEMAS[group]
+        base = OmegaConf.to_container(OmegaConf.structured(node))
     repeated = {k: v for k, v in preset.items() if k != "name" and base.get(k) == v}
     assert not repeated, f"{path.name} repeats defaults {repeated}"
 

@@ -25,7 +25,7 @@ from cfrec.apps import guard
 from cfrec.apps.checks import check_against_data, check_config, check_train
 from cfrec.apps.fitting import fit_model
 from cfrec.apps.guard import describe, report
-from cfrec.apps.schema import check_section, preset
+from cfrec.apps.schema import check_section, model_preset
 from cfrec.apps.pipeline import load_split, make_model
 from cfrec.checkpoint import save_model
 from cfrec.data import Split
@@ -48,13 +48,14 @@ TABLE_COLUMNS = ["model", "accuracy", "rmse", "mae", "recall@50", "ndcg@10", "fi
 def model_entry(label: str, entry: Mapping[str, Any],
                 train: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(model options, train options) of one compare entry: the preset ``model=<entry's model>``
-    with the entry's keys, and the run's ``train`` section with the entry's own ``train:`` keys on top."""
+    with the entry's keys, and the run's ``train`` section with the keys of the train preset that
+    model preset chooses, if any, and the entry's own ``train:`` keys on top."""
     key = f"compare.models.{label}"
     entry = dict(entry)
     choice = entry.pop("model", None)
-    options = preset("model", choice, f"{key}.model")
+    options, preset_train = model_preset(choice, f"{key}.model")
     own = entry.pop("train", None) or {}
-    train_options = {**{k: v for k, v in (train or {}).items() if k != "resume"}, **own}
+    train_options = {**{k: v for k, v in (train or {}).items() if k != "resume"}, **preset_train, **own}
     try:
         check_train(train_options)
     except ConfigError as err:

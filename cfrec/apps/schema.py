@@ -265,21 +265,33 @@ def complete(cfg: Mapping[str, Any], app: type | None = None) -> dict[str, Any]:
     return out
 
 
-def preset(group: str, name: Any, key: str | None = None) -> dict[str, Any]:
-    """The section ``<group>=<name>`` composes to (schema, preset and its own defaults list),
-    through Hydra's compose API as every app composes it; an unknown preset is a `ConfigError`
-    naming ``key`` (default: ``group``)."""
+def _compose(key: str, config_name: str | None, overrides: list[str]) -> Any:
+    """A config composed by Hydra's compose API, as every app composes it (inside an app, with its
+    Hydra; else with cfrec.conf); a preset that does not exist is a `ConfigError` naming ``key``."""
     from hydra import compose, initialize_config_module  # noqa: PLC0415 (Hydra only for the apps)
     from hydra.core.global_hydra import GlobalHydra  # noqa: PLC0415
     from hydra.errors import MissingConfigException  # noqa: PLC0415
 
-    overrides = [f"+{group}={name}"]
     try:
         if GlobalHydra.instance().is_initialized():  # inside an app
-            cfg = compose(overrides=overrides)
-        else:
-            with initialize_config_module("cfrec.conf", version_base="1.3"):
-                cfg = compose(overrides=overrides)
+            return compose(config_name, overrides=overrides)
+        with initialize_config_module("cfrec.conf", version_base="1.3"):
+            return compose(config_name, overrides=overrides)
     except MissingConfigException:
-        raise ConfigError(key or group, f"no preset {group}={name} (conf/{group}/)") from None
+        raise ConfigError(key, f"no such preset ({' '.join(overrides)}; conf/)") from None
+
+
+def preset(group: str, name: Any, key: str | None = None) -> dict[str, Any]:
+    """The section ``<group>=<name>`` composes to (schema, preset and its own defaults list); an
+    unknown preset is a `ConfigError` naming ``key`` (default: ``group``)."""
+    cfg = _compose(key or group, None, [f"+{group}={name}"])
     return OmegaConf.to_container(OmegaConf.select(cfg, group.replace("/", ".")))
+
+
+def model_preset(name: Any, key: str = "model") -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the ``model`` section ``model=<name>`` composes to, the ``train`` keys that preset changes:
+    a model preset may choose a train preset, ``override /train@_global_.train: als``)."""
+    chosen = _compose(key, "config", [f"model={name}"])
+    default = OmegaConf.to_container(_compose(key, "config", []).train)
+    train = {k: v for k, v in OmegaConf.to_container(chosen.train).items() if default.get(k) != v}
+    return OmegaConf.to_container(chosen.model), train

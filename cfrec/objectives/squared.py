@@ -11,11 +11,13 @@ import torch
 from torch import Tensor
 
 from cfrec.models.losses import LossTerms, dense_loss, index_loss
+from cfrec.train import als
 from cfrec.objectives.base import Objective, check_options
 from cfrec.train.batches import Batch, DenseBatch
 
 if TYPE_CHECKING:
     from cfrec.models.factor import FactorModel
+    from cfrec.train.als import AlsData
     from cfrec.models.foldin import FoldedUsers
 
 
@@ -23,9 +25,13 @@ class Squared(Objective):
     """Fits the rated cells only; ``predict`` answers ratings, ``recommend`` ranks by them."""
 
     name = "squared"
+    solves_exactly = True
 
     def __init__(self, **options: Any):
         check_options(self.name, options, {})
+
+    def als_sweep(self, model: "FactorModel", data: "AlsData") -> None:
+        als.sweep(model.factors(), model.penalty(), data)
 
     def loss(self, model: "FactorModel", batch: Batch) -> LossTerms:
         return head_loss(model.factors(), model.penalty(), batch)

@@ -20,10 +20,12 @@ from cfrec.errors import ConfigError
 from cfrec.models.losses import LossTerms
 from cfrec.objectives.base import Objective, check_options, ranking_validation
 from cfrec.objectives.squared import binary_targets, head_loss
+from cfrec.train import als
 from cfrec.train.batches import Batch
 
 if TYPE_CHECKING:
     from cfrec.models.factor import FactorModel
+    from cfrec.train.als import AlsData
     from cfrec.models.foldin import FoldedUsers
 
 TARGETS = ("rating", "binary")
@@ -48,6 +50,7 @@ class WeightedMask(Objective):
     predicts_ratings = False
     ranks_by = "preference"
     monitor = "val_ndcg@10"
+    solves_exactly = True
 
     def __init__(self, **options: Any):
         options = check_options(self.name, options, {"w0": 0.3, "target": "rating"})
@@ -64,6 +67,9 @@ class WeightedMask(Objective):
 
     def loss(self, model: "FactorModel", batch: Batch) -> LossTerms:
         return head_loss(model.factors(), model.penalty(), batch, targets=self.targets(batch), w0=self.w0)
+
+    def als_sweep(self, model: "FactorModel", data: "AlsData") -> None:
+        als.sweep(model.factors(), model.penalty(), data if self.target == "rating" else data.with_targets(1.0), self.w0)
 
     def validate(self, model: "FactorModel", fit_part: Ratings, val: Ratings, device: torch.device) -> dict[str, float]:
         return ranking_validation(model, fit_part, val, device)

@@ -10,7 +10,7 @@ from cfrec.errors import ConfigError
 from cfrec.threads import parse_threads
 from cfrec.validation import check_bool, check_choice, check_int, check_keys, check_number
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
+OPTIMIZERS = ("adam", "adamw", "sgd", "als")
 SCHEDULES = ("constant", "cosine", "exponential")
 LAYOUTS = ("auto", "dense", "index")
 MONITORS = ("auto", "loss", "val_rmse", "val_mae", "val_accuracy", "val_recall@10", "val_recall@50",
@@ -25,7 +25,9 @@ class TrainConfig:
     The defaults were tuned on MovieLens 1M for `CollaborativeFiltering` (and suit
     `ContentBased`); ``docs/learned_models.md`` shows the sweep.
 
-    - ``optimizer``: ``adam``, ``adamw`` or ``sgd``; ``lr`` its learning rate, ``momentum`` SGD's
+    - ``optimizer``: ``adam``, ``adamw``, ``sgd`` or ``als`` (alternating least squares: each
+      epoch solves every user's, then every movie's ridge system exactly, `cfrec.train.als`;
+      squared, weighted and joint objectives; ``lr``, ``batch_size`` and the schedule unused); ``lr`` its learning rate, ``momentum`` SGD's
       momentum, ``weight_decay`` the optimizer's own decay (on top of the loss's λ; 0 = none).
       The optimizer sees J divided by the ratings per batch, so ``lr`` does not depend on
       ``batch_size``.

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import cfrec.data
-from cfrec.apps.schema import preset
+from cfrec.apps.schema import model_preset, preset
 from cfrec.data import Ratings
 from cfrec.errors import ConfigError
 from cfrec.experiment import make_split
@@ -107,18 +107,18 @@ def presets() -> list[str]:
     return [n for n in MODEL_ORDER if n in names] + [n for n in names if n not in MODEL_ORDER]
 
 
-def train_options(preset: str) -> dict[str, Any]:
-    """The training options of a preset: ``conf/train/<preset>.yaml`` if there is one, else
-    ``conf/train/default.yaml``; run-only keys (``resume``) dropped, no progress bar."""
-    group = files("cfrec.conf").joinpath("train")
-    options = _conf("train", preset if group.joinpath(f"{preset}.yaml").is_file() else "default")
+def train_options(name: str) -> dict[str, Any]:
+    """The training options of a preset: ``conf/train/<name>.yaml`` if there is one, else the
+    train section ``model=<name>`` composes to (the default, or the train preset the model preset
+    chooses); run-only keys (``resume``) dropped, no progress bar."""
+    if files("cfrec.conf").joinpath("train", f"{name}.yaml").is_file():
+        options = _conf("train", name)
+    else:
+        options = {**_conf("train", "default"), **model_preset(name, "model")[1]}
     options.pop("resume", None)
     return {**options, "progress": False}
 
 
-def model_preset(name: str) -> dict[str, Any]:
-    """The ``model`` section ``model=<name>`` composes to (its objective included)."""
-    return _conf("model", name)
 
 
 def new_model(entry: dict[str, Any], device: str) -> tuple[Recommender, dict[str, Any]]:
@@ -126,7 +126,7 @@ def new_model(entry: dict[str, Any], device: str) -> tuple[Recommender, dict[str
     a dict override of a group such as ``objective`` updates its keys) and its training options."""
     entry = dict(entry)
     preset = entry.pop("model")
-    options = model_preset(preset)
+    options = _conf("model", preset)
     for key, value in entry.items():
         options[key] = {**options[key], **value} if isinstance(value, dict) and isinstance(options.get(key), dict) else value
     name = str(options.pop("name", preset))
