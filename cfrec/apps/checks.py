@@ -28,10 +28,8 @@ from cfrec.validation import check_choice, check_int, check_number
 
 log = logging.getLogger(__name__)
 
-SYNTHETIC_MIN_RATINGS = 5  # cfrec.data.synthetic gives every user at least this many ratings
 DENSE_LIMIT_BYTES = 4 << 30
 """``train.layout=dense`` holds Y and R (users × movies × 4 bytes each): refused above 4 GiB."""
-GROUPS = ("data", "split", "model", "train", "eval", "index")
 
 
 def check_config(cfg: Mapping[str, Any], extra: tuple[str, ...] = ()) -> dict[str, Any]:
