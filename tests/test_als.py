@@ -134,3 +134,32 @@ def test_binary_targets_replace_every_rated_value() -> None:
     binary = data.with_targets(1.0)
     for cols, values in zip(binary.by_user.cols, binary.by_user.values):
         assert torch.equal(values, (cols < 3).float())
+
+
+@pytest.mark.parametrize("w0", [0.0, 0.25])
+def test_conjugate_gradient_converges_to_the_exact_row_solutions(w0: float) -> None:
+    """f CG steps solve an f-dimensional system (up to rounding); fewer steps move toward it."""
+    rng = np.random.default_rng(3)
+    n_rows, n_cols, f = 12, 10, 4
+    cells = np.unique(rng.choice(n_rows * n_cols, size=60))
+    rows, cols = cells // n_cols, cells % n_cols
+    values = rng.integers(1, 6, size=len(rows)).astype(np.float32)
+    fixed, offset = torch.randn(n_cols, f), torch.randn(n_cols)
+    reg = torch.full((n_rows, f), 0.7)
+    blocks = RowBlocks.build(rows, cols, values, n_rows, n_cols, block_entries=16)
+    exact = solve_rows(blocks, fixed, offset, reg, w0)
+    start = torch.zeros(n_rows, f)
+    errors = [float((solve_rows(blocks, fixed, offset, reg, w0, start, steps) - exact).norm()) for steps in (1, 2, f)]
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-3 * float(exact.norm())
+
+
+def test_cg_sweeps_lower_J_every_epoch(small_split: Split) -> None:
+    model = CollaborativeFiltering(rank=5, objective="joint", l2=2.0)
+    model.fit(small_split.train, {**ALS, "als_cg_steps": 2, "epochs": 5})
+    losses = [h["loss"] for h in model.history]
+    assert all(later < earlier for earlier, later in zip(losses, losses[1:]))
+
+
+def test_cg_steps_must_be_a_non_negative_integer() -> None:
+    with pytest.raises(ConfigError, match="als_cg_steps"):
+        TrainConfig.from_dict({"als_cg_steps": -1})

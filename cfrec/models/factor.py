@@ -218,9 +218,9 @@ class FactorModel(Recommender, nn.Module):
         """The epoch's batches, drawn by the objective (used by the trainer)."""
         return self.objective.batches(layout, batch_size, generator)
 
-    def als_sweep(self, data) -> None:
+    def als_sweep(self, data, cg_steps: int = 0) -> None:
         """One alternating-least-squares sweep, as the objective defines it (used by the trainer)."""
-        self.objective.als_sweep(self, data)
+        self.objective.als_sweep(self, data, cg_steps)
 
     def validation_metrics(self, fit_part: Ratings, val: Ratings, device: torch.device) -> dict[str, float]:
         """What the objective validates on, measured on ``val`` (used by the trainer)."""

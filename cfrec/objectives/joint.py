@@ -75,11 +75,11 @@ class Joint(Objective):
         preference = head_loss(model.preference_factors(), model.preference_penalty(), batch, targets=targets, w0=self.w0)
         return LossTerms(rating.data + self.weight * preference.data, rating.reg + self.weight * preference.reg)
 
-    def als_sweep(self, model: "FactorModel", data: "AlsData") -> None:
+    def als_sweep(self, model: "FactorModel", data: "AlsData", cg_steps: int = 0) -> None:
         """Both heads; β scales the preference head's whole J and so does not move its optimum."""
-        als.sweep(model.factors(), model.penalty(), data)
+        als.sweep(model.factors(), model.penalty(), data, cg_steps=cg_steps)
         preference = data if self.target == "rating" else data.with_targets(1.0)
-        als.sweep(model.preference_factors(), model.preference_penalty(), preference, self.w0)
+        als.sweep(model.preference_factors(), model.preference_penalty(), preference, self.w0, cg_steps)
 
     def validate(self, model: "FactorModel", fit_part: Ratings, val: Ratings, device: torch.device) -> dict[str, float]:
         return {**rating_validation(model, val, device), **ranking_validation(model, fit_part, val, device)}

@@ -68,8 +68,9 @@ class WeightedMask(Objective):
     def loss(self, model: "FactorModel", batch: Batch) -> LossTerms:
         return head_loss(model.factors(), model.penalty(), batch, targets=self.targets(batch), w0=self.w0)
 
-    def als_sweep(self, model: "FactorModel", data: "AlsData") -> None:
-        als.sweep(model.factors(), model.penalty(), data if self.target == "rating" else data.with_targets(1.0), self.w0)
+    def als_sweep(self, model: "FactorModel", data: "AlsData", cg_steps: int = 0) -> None:
+        targets = data if self.target == "rating" else data.with_targets(1.0)
+        als.sweep(model.factors(), model.penalty(), targets, self.w0, cg_steps)
 
     def validate(self, model: "FactorModel", fit_part: Ratings, val: Ratings, device: torch.device) -> dict[str, float]:
         return ranking_validation(model, fit_part, val, device)

@@ -93,10 +93,16 @@ class AlsData:
         return AlsData(constant(self.by_user), constant(self.by_item))
 
 
-def solve_rows(blocks: RowBlocks, fixed: Tensor, offset: Tensor | None, reg: Tensor, w0: float = 0.0) -> Tensor:
+def solve_rows(blocks: RowBlocks, fixed: Tensor, offset: Tensor | None, reg: Tensor, w0: float = 0.0,
+               start: Tensor | None = None, cg_steps: int = 0) -> Tensor:
     """z (n_rows, f) minimising each row's weighted ridge problem (module docstring) given the
     other side's rows ``fixed`` (n_cols, f), their ``offset`` (n_cols,) and the diagonal
-    penalty ``reg`` (n_rows, f)."""
+    penalty ``reg`` (n_rows, f).
+
+    ``cg_steps`` = 0 solves exactly (batched Cholesky); n > 0 takes n conjugate-gradient steps
+    from ``start`` (n_rows, f), the rows' current values, never forming a row's f × f matrix:
+    each step costs O(cells · f) instead of O(cells · f² + f³) (Takács et al. 2011), and every
+    step lowers each row's objective, so J still falls every sweep."""
     n_cols, f = fixed.shape
     fixed_pad = torch.cat([fixed, fixed.new_zeros(1, f)])  # (n_cols + 1, f): padding reads a zero row
     offset_pad = None if offset is None else torch.cat([offset, offset.new_zeros(1)])
@@ -106,14 +112,41 @@ def solve_rows(blocks: RowBlocks, fixed: Tensor, offset: Tensor | None, reg: Ten
     for rows, cols, values in zip(blocks.rows, blocks.cols, blocks.values):
         F = fixed_pad.index_select(0, cols.reshape(-1)).view(*cols.shape, f)  # (B, m, f)
         target = values if offset_pad is None else values - (1.0 - w0) * offset_pad[cols]  # (B, m); 0 in padding
-        A = torch.baddbmm(torch.diag_embed(reg[rows]), F.transpose(1, 2), F, alpha=1.0 - w0)  # (B, f, f)
-        if gram is not None:
-            A += gram
         rhs = torch.bmm(F.transpose(1, 2), target.unsqueeze(2)).squeeze(2)  # (B, f)
         if base_rhs is not None:
             rhs += base_rhs
+        if cg_steps:
+            out[rows] = _conjugate_gradient(F, gram, reg[rows], 1.0 - w0, rhs, start[rows], cg_steps)
+            continue
+        A = torch.baddbmm(torch.diag_embed(reg[rows]), F.transpose(1, 2), F, alpha=1.0 - w0)  # (B, f, f)
+        if gram is not None:
+            A += gram
         out[rows] = _solve_spd(A, rhs)
     return out
+
+
+def _conjugate_gradient(F: Tensor, gram: Tensor | None, reg: Tensor, rated_weight: float, rhs: Tensor,
+                        z: Tensor, steps: int) -> Tensor:
+    """``steps`` CG iterations on (rated_weight · FᵀF + gram + diag(reg)) z = rhs for a block of
+    rows at once, from ``z`` (B, f); F (B, m, f) is never squared."""
+    def product(v: Tensor) -> Tensor:  # A v, (B, f)
+        Av = rated_weight * torch.bmm(F.transpose(1, 2), torch.bmm(F, v.unsqueeze(2))).squeeze(2) + reg * v
+        return Av if gram is None else Av + v @ gram
+
+    z = z.clone()
+    r = rhs - product(z)
+    p = r.clone()
+    rr = (r * r).sum(1, keepdim=True)  # (B, 1)
+    for _ in range(steps):
+        Ap = product(p)
+        pAp = (p * Ap).sum(1, keepdim=True)
+        alpha = torch.where(pAp > 0, rr / pAp.clamp_min(1e-30), torch.zeros_like(rr))  # converged rows stay put
+        z += alpha * p
+        r -= alpha * Ap
+        rr_next = (r * r).sum(1, keepdim=True)
+        p = r + torch.where(rr > 0, rr_next / rr.clamp_min(1e-30), torch.zeros_like(rr)) * p
+        rr = rr_next
+    return z
 
 
 def _solve_spd(A: Tensor, rhs: Tensor) -> Tensor:
@@ -127,29 +160,33 @@ def _solve_spd(A: Tensor, rhs: Tensor) -> Tensor:
     return z
 
 
-def sweep(f: Factors, pen: Penalty, data: AlsData, w0: float = 0.0) -> None:
-    """One ALS sweep of a head: its user rows given the movies, then its movie rows given the users.
+def sweep(f: Factors, pen: Penalty, data: AlsData, w0: float = 0.0, cg_steps: int = 0) -> None:
+    """One ALS sweep of a head: its user rows given the movies, then its movie rows given the users
+    (exactly, or with ``cg_steps`` conjugate-gradient steps per side).
 
     Updates ``f``'s tensors in place (θ, x and, with biases, b_u and b_i; μ stays fixed)."""
     with torch.no_grad():
-        _side(f.theta, f.user_bias, f.x, f.item_bias, f.mean, pen.l2_user, pen.l2_bias, pen.user_weight, data.by_user, w0)
-        _side(f.x, f.item_bias, f.theta, f.user_bias, f.mean, pen.l2_item, pen.l2_bias, pen.item_weight, data.by_item, w0)
+        _side(f.theta, f.user_bias, f.x, f.item_bias, f.mean, pen.l2_user, pen.l2_bias, pen.user_weight,
+              data.by_user, w0, cg_steps)
+        _side(f.x, f.item_bias, f.theta, f.user_bias, f.mean, pen.l2_item, pen.l2_bias, pen.item_weight,
+              data.by_item, w0, cg_steps)
 
 
 def _side(
     rows: Tensor, row_bias: Tensor | None, other: Tensor, other_bias: Tensor | None, mean: Tensor | None,
-    l2: float, l2_bias: float, weight: Tensor | None, blocks: RowBlocks, w0: float,
+    l2: float, l2_bias: float, weight: Tensor | None, blocks: RowBlocks, w0: float, cg_steps: int,
 ) -> None:
     """Solve ``rows`` (and ``row_bias``) given the other side, in place."""
     n, k = rows.shape
     scale = torch.ones(n, device=rows.device) if weight is None else weight  # (n,) the rows' penalty weights
     if row_bias is None:
-        z = solve_rows(blocks, other.detach(), None, (l2 * scale)[:, None].expand(n, k).contiguous(), w0)
-        rows.copy_(z)
+        reg = (l2 * scale)[:, None].expand(n, k).contiguous()
+        rows.copy_(solve_rows(blocks, other.detach(), None, reg, w0, rows.detach(), cg_steps))
         return
     fixed = torch.cat([other.detach(), torch.ones_like(other[:, :1])], dim=1)  # (n_cols, k + 1): [x, 1]
     offset = (mean + other_bias).detach()  # (n_cols,)
     reg = torch.cat([(l2 * scale)[:, None].expand(n, k), (l2_bias * scale)[:, None]], dim=1)  # (n, k + 1)
-    z = solve_rows(blocks, fixed, offset, reg, w0)
+    start = torch.cat([rows.detach(), row_bias.detach()[:, None]], dim=1)
+    z = solve_rows(blocks, fixed, offset, reg, w0, start, cg_steps)
     rows.copy_(z[:, :k])
     row_bias.copy_(z[:, k])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
@@ -16,6 +17,7 @@ LAYOUTS = ("auto", "dense", "index")
 MONITORS = ("auto", "loss", "val_rmse", "val_mae", "val_accuracy", "val_recall@10", "val_recall@50",
             "val_ndcg@10", "val_ndcg@50")
 MINIMISED = ("loss", "val_rmse", "val_mae")
+MIN_BATCH_SIZE = 1024  # min_batches never shrinks a batch below this many ratings
 
 
 @dataclass(frozen=True)
@@ -27,12 +29,16 @@ class TrainConfig:
 
     - ``optimizer``: ``adam``, ``adamw``, ``sgd`` or ``als`` (alternating least squares: each
       epoch solves every user's, then every movie's ridge system exactly, `cfrec.train.als`;
-      squared, weighted and joint objectives; ``lr``, ``batch_size`` and the schedule unused); ``lr`` its learning rate, ``momentum`` SGD's
+      squared, weighted and joint objectives; ``lr``, ``batch_size`` and the schedule unused;
+      ``als_cg_steps`` > 0 takes that many conjugate-gradient steps per row instead of exact
+      solves, cheaper at large ranks); ``lr`` its learning rate, ``momentum`` SGD's
       momentum, ``weight_decay`` the optimizer's own decay (on top of the loss's λ; 0 = none).
       The optimizer sees J divided by the ratings per batch, so ``lr`` does not depend on
       ``batch_size``.
     - ``epochs``: passes over the training ratings; ``batch_size``: ratings per step (``None`` =
-      full-batch gradient descent, as in the notes).
+      full-batch gradient descent, as in the notes); ``min_batches``: the batch shrinks (not
+      below 1,024 ratings) so that an epoch takes at least this many steps — a data set ten
+      times smaller than MovieLens 1M still gets enough steps (``None``: ``batch_size`` as given).
     - ``schedule``: ``constant``, ``cosine`` (down to ``lr * lr_min_ratio`` at the last epoch)
       or ``exponential`` (× ``gamma`` per epoch).
     - ``val_fraction``: share of each user's ratings carved from train to validate every epoch
@@ -59,6 +65,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     epochs: int = 8
     batch_size: int | None = 16384
+    min_batches: int | None = 50
     schedule: str = "cosine"
     lr_min_ratio: float = 0.0
     gamma: float = 0.9
@@ -74,6 +81,7 @@ class TrainConfig:
     progress: bool | None = None
     distributed: bool = False
     threads: int | None = None
+    als_cg_steps: int = 0
 
     def __post_init__(self) -> None:
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -84,6 +92,8 @@ class TrainConfig:
         check_int("epochs", self.epochs, 1)
         if self.batch_size is not None:
             check_int("batch_size", self.batch_size, 1)
+        if self.min_batches is not None:
+            check_int("min_batches", self.min_batches, 1)
         check_int("dense_max_cells", self.dense_max_cells, 1)
         check_number("momentum", self.momentum, 0, 1, open_high=True)
         check_number("weight_decay", self.weight_decay, 0)
@@ -100,6 +110,7 @@ class TrainConfig:
         if self.progress is not None:
             check_bool("progress", self.progress)
         parse_threads(self.threads, "threads")
+        check_int("als_cg_steps", self.als_cg_steps, 0)
         check_bool("restore_best", self.restore_best)
         check_bool("distributed", self.distributed)
 
@@ -110,6 +121,13 @@ class TrainConfig:
         options = dict(options or {})
         check_keys("", options, [f.name for f in fields(cls)])
         return replace(base, **options)
+
+    def effective_batch_size(self, n_ratings: int) -> int | None:
+        """``batch_size``, made smaller where an epoch of ``n_ratings`` would have fewer than
+        ``min_batches`` steps (never below `MIN_BATCH_SIZE`; full batch stays full batch)."""
+        if self.batch_size is None or self.min_batches is None:
+            return self.batch_size
+        return min(self.batch_size, max(MIN_BATCH_SIZE, math.ceil(n_ratings / self.min_batches)))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types, the inverse of ``from_dict``."""

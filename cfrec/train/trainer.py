@@ -56,7 +56,7 @@ class Trainable(Protocol):
     def validation_metrics(self, fit_part: Ratings, val: Ratings, device: torch.device) -> dict[str, float]:
         """Metrics (``val_*``) of the model on held-out ratings ``val`` of ``fit_part``."""
 
-    def als_sweep(self, data: AlsData) -> None:
+    def als_sweep(self, data: AlsData, cg_steps: int = 0) -> None:
         """One closed-form sweep of every head (``optimizer=als``; `cfrec.train.als`)."""
 
     def parameters(self): ...
@@ -85,6 +85,7 @@ class Trainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self._resume: dict[str, Any] | None = None
+        self.batch_size = self.config.batch_size  # per step; `fit` applies min_batches for its data
         self._reset()
 
     def _reset(self) -> None:
@@ -138,10 +139,11 @@ class Trainer:
         if cfg.optimizer == "als":
             check_als(model, group)
         fit_part, val = self._carve_validation(train)
+        self.batch_size = cfg.effective_batch_size(len(fit_part))
         if cfg.optimizer == "als":
             layout = AlsLayout(fit_part, device)
         else:
-            layout = choose_layout(cfg.layout, fit_part, device, cfg.dense_max_cells, cfg.batch_size, group.shard,
+            layout = choose_layout(cfg.layout, fit_part, device, cfg.dense_max_cells, self.batch_size, group.shard,
                                    allowed=model.layouts)
         model.prepare(fit_part, torch.Generator().manual_seed(cfg.seed), device)
         self.model = model
@@ -152,13 +154,14 @@ class Trainer:
             self._apply_resume(model, self._resume)
         else:
             self._reset()
-        n_batches = layout.n_batches(cfg.batch_size)
+        n_batches = layout.n_batches(self.batch_size)
         # the optimizer sees J per rating; × world size as DDP averages the ranks' gradients, where J adds them
         scale = n_batches / layout.n_ratings * group.world_size
         log.info(
-            "training %s: %s layout, %d ratings%s, %d batch(es) per epoch, %s on %s",
+            "training %s: %s layout, %d ratings%s, %d batch(es) per epoch%s, %s on %s",
             type(model).__name__, layout.name, layout.n_ratings,
-            f" (+{len(val)} held out to validate each epoch)" if val is not None else "", n_batches, cfg.optimizer, device,
+            f" (+{len(val)} held out to validate each epoch)" if val is not None else "", n_batches,
+            f" of {self.batch_size}" if self.batch_size and n_batches > 1 else "", cfg.optimizer, device,
         )
         if group.shard is not None:
             log.info("rank %d of %d holds %d of the %d ratings", group.rank, group.world_size, layout.n_held, layout.n_ratings)
@@ -197,7 +200,7 @@ class Trainer:
         params = [p for p in step_model.parameters() if p.requires_grad]
         sums = torch.zeros(3, dtype=torch.float64, device=params[0].device)  # data, reg, grad norm
         steps = 0
-        for step, batch in enumerate(model.training_batches(layout, self.config.batch_size, self.generator)):
+        for step, batch in enumerate(model.training_batches(layout, self.batch_size, self.generator)):
             terms = step_model(batch)
             self.optimizer.zero_grad(set_to_none=True)
             (terms.total * scale).backward()  # with DDP: the gradient of the whole batch on every rank
@@ -218,7 +221,7 @@ class Trainer:
     def _run_sweep(self, model: Trainable, layout: "AlsLayout", epoch: int) -> dict[str, float]:
         """One alternating-least-squares sweep (``optimizer=als``); returns J after it."""
         start = time.perf_counter()
-        model.als_sweep(layout.data)
+        model.als_sweep(layout.data, self.config.als_cg_steps)
         with torch.no_grad():
             terms = model(layout.full_batch)
         data, reg = float(terms.data), float(terms.reg)
