@@ -6,8 +6,10 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
+from cfrec.device import check_device
 from cfrec.errors import ConfigError
 from cfrec.threads import parse_threads
+from cfrec.validation import check_bool, check_choice, check_int, check_keys, check_number
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "als")
 SCHEDULES = ("constant", "cosine", "exponential")
@@ -82,52 +84,42 @@ class TrainConfig:
     als_cg_steps: int = 0
 
     def __post_init__(self) -> None:
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("schedule", self.schedule, SCHEDULES)
-        _choice("layout", self.layout, LAYOUTS)
-        _choice("monitor", self.monitor, MONITORS)
-        _positive("lr", self.lr)
-        _positive("epochs", self.epochs, integer=True)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("layout", self.layout, LAYOUTS)
+        check_choice("monitor", self.monitor, MONITORS)
+        check_number("lr", self.lr, 0, open_low=True)
+        check_int("epochs", self.epochs, 1)
         if self.batch_size is not None:
-            _positive("batch_size", self.batch_size, integer=True)
+            check_int("batch_size", self.batch_size, 1)
         if self.min_batches is not None:
-            _positive("min_batches", self.min_batches, integer=True)
-        _positive("dense_max_cells", self.dense_max_cells, integer=True)
-        if not 0.0 <= self.momentum < 1.0:
-            raise ConfigError("momentum", f"must lie in [0, 1), got {self.momentum!r}")
-        if self.weight_decay < 0:
-            raise ConfigError("weight_decay", f"must be non-negative, got {self.weight_decay!r}")
-        if not 0.0 <= self.lr_min_ratio <= 1.0:
-            raise ConfigError("lr_min_ratio", f"must lie in [0, 1], got {self.lr_min_ratio!r}")
-        if not 0.0 < self.gamma <= 1.0:
-            raise ConfigError("gamma", f"must lie in (0, 1], got {self.gamma!r}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError("val_fraction", f"must lie in [0, 1), got {self.val_fraction!r}")
+            check_int("min_batches", self.min_batches, 1)
+        check_int("dense_max_cells", self.dense_max_cells, 1)
+        check_number("momentum", self.momentum, 0, 1, open_high=True)
+        check_number("weight_decay", self.weight_decay, 0)
+        check_number("lr_min_ratio", self.lr_min_ratio, 0, 1)
+        check_number("gamma", self.gamma, 0, 1, open_low=True)
+        check_number("val_fraction", self.val_fraction, 0, 1, open_high=True)
         if self.patience is not None:
-            _positive("patience", self.patience, integer=True)
-        if self.min_delta < 0:
-            raise ConfigError("min_delta", f"must be non-negative, got {self.min_delta!r}")
+            check_int("patience", self.patience, 1)
+        check_number("min_delta", self.min_delta, 0)
         if self.monitor != "loss" and self.val_fraction == 0 and self.patience is not None:
             raise ConfigError("patience", f"early stopping on {self.monitor} needs val_fraction > 0")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise ConfigError("device", f"must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ConfigError("seed", f"must be an integer, got {self.seed!r}")
+        check_device(self.device)
+        check_int("seed", self.seed, 0)
+        if self.progress is not None:
+            check_bool("progress", self.progress)
         parse_threads(self.threads, "threads")
-        if isinstance(self.als_cg_steps, bool) or not isinstance(self.als_cg_steps, int) or self.als_cg_steps < 0:
-            raise ConfigError("als_cg_steps", f"must be a non-negative integer, got {self.als_cg_steps!r}")
-        if not isinstance(self.distributed, bool):
-            raise ConfigError("distributed", f"must be true or false, got {self.distributed!r}")
+        check_int("als_cg_steps", self.als_cg_steps, 0)
+        check_bool("restore_best", self.restore_best)
+        check_bool("distributed", self.distributed)
 
     @classmethod
     def from_dict(cls, options: Mapping[str, Any] | None = None, base: "TrainConfig | None" = None) -> "TrainConfig":
         """``base`` (default: the class defaults) with ``options`` applied; unknown keys are refused."""
         base = base or cls()
         options = dict(options or {})
-        known = {f.name for f in fields(cls)}
-        for key in options:
-            if key not in known:
-                raise ConfigError(key, f"unknown training option; known: {', '.join(sorted(known))}")
+        check_keys("", options, [f.name for f in fields(cls)])
         return replace(base, **options)
 
     def effective_batch_size(self, n_ratings: int) -> int | None:
@@ -146,13 +138,3 @@ def monitor_mode(monitor: str) -> str:
     """``min`` for errors and the loss, ``max`` for accuracy, recall and NDCG."""
     return "min" if monitor in MINIMISED else "max"
 
-
-def _choice(key: str, value: object, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(key, f"must be one of {', '.join(allowed)}; got {value!r}")
-
-
-def _positive(key: str, value: object, integer: bool = False) -> None:
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
-        raise ConfigError(key, f"must be a positive {'integer' if integer else 'number'}, got {value!r}")

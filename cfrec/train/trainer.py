@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from cfrec.data.ratings import Ratings
 from cfrec.data.split import per_user_split
+from cfrec.device import resolve_device
 from cfrec.errors import ConfigError, TrainingDiverged
 from cfrec.train import distributed
 from cfrec.train.als import AlsData
@@ -63,15 +64,6 @@ class Trainable(Protocol):
     def state_dict(self) -> dict[str, Tensor]: ...
 
     def load_state_dict(self, state: dict[str, Tensor]) -> Any: ...
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; a CUDA request without CUDA is a `ConfigError`."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device", f"{device!r} requested but CUDA is not available")
-    return torch.device(device)
 
 
 class Trainer:
