@@ -27,7 +27,7 @@ SHAPES = {
              "and ML-25M: 162,541 users × 59,047 movies at 25M ratings; density falls as the data grows)",
 }
 # preferred order of the models table; presets not listed follow in name order
-MODEL_ORDER = ("global_mean", "bias", "popularity", "user_knn", "item_knn", "cf", "cf_weighted", "content")
+MODEL_ORDER = ("global_mean", "bias", "popularity", "user_knn", "item_knn", "cf", "cf_fast", "cf_weighted", "content")
 
 
 def shape_exponents(shape: str) -> tuple[float, float]:
