@@ -52,6 +52,7 @@ class Objective:
     monitor: ClassVar[str] = "val_rmse"
     layouts: ClassVar[tuple[str, ...]] = ("dense", "index")
     preference_head: ClassVar[bool] = False  # a second set of factors beside the rating head
+    sparse_steps: ClassVar[bool] = False  # its index-layout loss has a row-sparse form (train.optimizer: sparse_adam)
 
     @property
     def validation_keys(self) -> tuple[str, ...]:

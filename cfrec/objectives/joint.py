@@ -48,6 +48,7 @@ class Joint(Objective):
     ranks_by = "preference"
     monitor = "val_rmse"
     preference_head = True
+    sparse_steps = True
 
     def __init__(self, **options: Any):
         options = check_options(self.name, options, DEFAULTS)
@@ -67,9 +68,10 @@ class Joint(Objective):
         model.add_preference_head(train, self.rank, self.l2_exponent, generator)
 
     def loss(self, model: "FactorModel", batch: Batch) -> LossTerms:
-        rating = head_loss(model.factors(), model.penalty(), batch)
+        rating = head_loss(model.factors(), model.penalty(), batch, **model.sparse_args(batch, "rating"))
         targets = None if self.target == "rating" else binary_targets(batch)
-        preference = head_loss(model.preference_factors(), model.preference_penalty(), batch, targets=targets, w0=self.w0)
+        preference = head_loss(model.preference_factors(), model.preference_penalty(), batch, targets=targets, w0=self.w0,
+                               **model.sparse_args(batch, "preference"))
         return LossTerms(rating.data + self.weight * preference.data, rating.reg + self.weight * preference.reg)
 
     def validate(self, model: "FactorModel", fit_part: Ratings, val: Ratings, device: torch.device) -> dict[str, float]:

@@ -48,6 +48,7 @@ class WeightedMask(Objective):
     predicts_ratings = False
     ranks_by = "preference"
     monitor = "val_ndcg@10"
+    sparse_steps = True
 
     def __init__(self, **options: Any):
         options = check_options(self.name, options, {"w0": 0.3, "target": "rating"})
@@ -63,7 +64,8 @@ class WeightedMask(Objective):
         return None if self.target == "rating" else binary_targets(batch)
 
     def loss(self, model: "FactorModel", batch: Batch) -> LossTerms:
-        return head_loss(model.factors(), model.penalty(), batch, targets=self.targets(batch), w0=self.w0)
+        return head_loss(model.factors(), model.penalty(), batch, targets=self.targets(batch), w0=self.w0,
+                         **model.sparse_args(batch, "rating"))
 
     def validate(self, model: "FactorModel", fit_part: Ratings, val: Ratings, device: torch.device) -> dict[str, float]:
         return ranking_validation(model, fit_part, val, device)

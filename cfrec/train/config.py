@@ -8,7 +8,8 @@ from typing import Any, Mapping
 from cfrec.errors import ConfigError
 from cfrec.threads import parse_threads
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
+OPTIMIZERS = ("adam", "adamw", "sgd", "sparse_adam")
+SPARSE_OPTIMIZERS = ("sparse_adam",)  # steps that touch only the rows a batch holds (cfrec.train.sparse)
 SCHEDULES = ("constant", "cosine", "exponential")
 LAYOUTS = ("auto", "dense", "index")
 MONITORS = ("auto", "loss", "val_rmse", "val_mae", "val_accuracy", "val_recall@10", "val_recall@50",
@@ -23,8 +24,11 @@ class TrainConfig:
     The defaults were tuned on MovieLens 1M for `CollaborativeFiltering` (and suit
     `ContentBased`); ``docs/learned_models.md`` shows the sweep.
 
-    - ``optimizer``: ``adam``, ``adamw`` or ``sgd``; ``lr`` its learning rate, ``momentum`` SGD's
-      momentum, ``weight_decay`` the optimizer's own decay (on top of the loss's λ; 0 = none).
+    - ``optimizer``: ``adam``, ``adamw``, ``sgd`` or ``sparse_adam`` (lazy Adam on the rows each
+      index-layout batch holds, the weighted mask's all-cells term through exact Gramians: a step
+      costs O(batch) at any catalog size; one process, no ``weight_decay``; `cfrec.train.sparse`);
+      ``lr`` its learning rate, ``momentum`` SGD's momentum, ``weight_decay`` the optimizer's own
+      decay (on top of the loss's λ; 0 = none).
       The optimizer sees J divided by the ratings per batch, so ``lr`` does not depend on
       ``batch_size``.
     - ``epochs``: passes over the training ratings; ``batch_size``: ratings per step (``None`` =
@@ -85,6 +89,8 @@ class TrainConfig:
             raise ConfigError("momentum", f"must lie in [0, 1), got {self.momentum!r}")
         if self.weight_decay < 0:
             raise ConfigError("weight_decay", f"must be non-negative, got {self.weight_decay!r}")
+        if self.weight_decay and self.optimizer in SPARSE_OPTIMIZERS:
+            raise ConfigError("weight_decay", f"{self.optimizer} has none (it would touch every row); the loss's l2 regularises")
         if not 0.0 <= self.lr_min_ratio <= 1.0:
             raise ConfigError("lr_min_ratio", f"must lie in [0, 1], got {self.lr_min_ratio!r}")
         if not 0.0 < self.gamma <= 1.0:
@@ -104,6 +110,9 @@ class TrainConfig:
         parse_threads(self.threads, "threads")
         if not isinstance(self.distributed, bool):
             raise ConfigError("distributed", f"must be true or false, got {self.distributed!r}")
+        if self.distributed and self.optimizer in SPARSE_OPTIMIZERS:
+            raise ConfigError("optimizer", f"{self.optimizer} trains in one process (its Gramians follow the rows "
+                              "this process steps); use adam with distributed")
 
     @classmethod
     def from_dict(cls, options: Mapping[str, Any] | None = None, base: "TrainConfig | None" = None) -> "TrainConfig":

@@ -1,0 +1,194 @@
+"""Row-sparse training steps: a step reads and writes only the rows its batch holds.
+
+With ``train.optimizer: sparse_adam`` the index layout's batches gather each parameter's rows
+once per batch (the batch's distinct users and items, `BatchRows`) through `take_rows`, whose
+gradient is a sparse tensor over those rows; `RowAdam` updates only those rows and their moments
+(lazy Adam, the semantics of ``torch.optim.SparseAdam``). Every other row, and its moments,
+stays bit-unchanged, so a step costs O(batch · k) instead of O((users + items) · k).
+
+The weighted mask's sum over all cells, Σ_all ŷ² = ⟨Θ̃ᵀΘ̃, X̃ᵀX̃⟩, is the one term of J whose
+gradient touches every row: 2 G_X θ̃_u for every user and 2 G_Θ x̃_i for every item, with the
+Gramians G_X = X̃ᵀX̃ and G_Θ = Θ̃ᵀΘ̃ (k' × k'). `Gramians` keeps them exact as the rows move
+(recomputed at the start of every epoch, then G += newᵀnew − oldᵀold for the rows each step
+changed), so a batch can carry each of its rows' share of the term with the gradient of the
+full J (Krichene et al., "Efficient Training on Very Large Corpora via Gramian Estimation",
+ICLR 2019); see `cfrec.models.losses.sparse_index_loss` and docs/objectives.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+from torch import Tensor
+
+
+class _TakeRows(torch.autograd.Function):
+    """``table.index_select(0, rows)`` whose gradient is a sparse (coalesced) tensor over ``rows``."""
+
+    @staticmethod
+    def forward(ctx, table: Tensor, rows: Tensor, ordered: bool) -> Tensor:  # rows: (m,) distinct
+        ctx.save_for_backward(rows)
+        ctx.shape, ctx.ordered = table.shape, ordered
+        return table.index_select(0, rows)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (rows,) = ctx.saved_tensors
+        sparse = torch.sparse_coo_tensor(rows[None], grad.contiguous(), ctx.shape, is_coalesced=ctx.ordered,
+                                         check_invariants=False)
+        return sparse, None, None
+
+
+def take_rows(table: Tensor, rows: Tensor, ordered: bool = True) -> Tensor:
+    """Rows ``rows`` (distinct; ascending where ``ordered``) of ``table``; a trained table gets a
+    sparse gradient over them."""
+    if not table.requires_grad:
+        return table.index_select(0, rows)
+    return _TakeRows.apply(table, rows, ordered)
+
+
+@dataclass(frozen=True)
+class BatchRows:
+    """A batch's distinct users and items, where each triple's row sits among them, and each row's
+    share of its own penalty (the sum of its triples' shares: 1 over an epoch)."""
+
+    users: Tensor  # (m_u,) distinct user codes, ascending
+    items: Tensor  # (m_i,) distinct item codes, ascending
+    user_pos: Tensor  # (n,) position of each triple's user in ``users``
+    item_pos: Tensor  # (n,) position of each triple's item in ``items``
+    user_share: Tensor  # (m_u,)
+    item_share: Tensor  # (m_i,)
+    fraction: float  # the batch's share of all ratings (rows without a rating carry this much)
+
+
+def batch_rows(users: Tensor, items: Tensor, user_share: Tensor | None, item_share: Tensor | None,
+               fraction: float) -> BatchRows:
+    """`BatchRows` of triples (n,) each; without shares (the full batch) every row's share is 1."""
+    u, u_pos = torch.unique(users, sorted=True, return_inverse=True)
+    i, i_pos = torch.unique(items, sorted=True, return_inverse=True)
+    if user_share is None or item_share is None:
+        su, si = torch.ones(len(u), device=users.device), torch.ones(len(i), device=items.device)
+    else:
+        su = user_share.new_zeros(len(u)).index_add_(0, u_pos, user_share)  # (m_u,)
+        si = item_share.new_zeros(len(i)).index_add_(0, i_pos, item_share)  # (m_i,)
+    return BatchRows(u, i, u_pos, i_pos, su, si, fraction)
+
+
+class Gramians:
+    """G_Θ = Θ̃ᵀΘ̃ and G_X = X̃ᵀX̃ of one head (detached, k' × k'), kept exact between steps.
+
+    ``current`` brings them up to date: from scratch after ``reset`` (every epoch start, so float
+    drift never outlives an epoch and a resumed run recomputes what a straight run did), else by
+    G += newᵀnew − oldᵀold over the rows the last step changed, which ``remember`` recorded
+    (their values before the step). That is exact while only the remembered rows move between
+    two calls, as with `RowAdam`; a dense optimiser moves every row and has no use for it.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.user: Tensor | None = None  # G_Θ (k', k')
+        self.item: Tensor | None = None  # G_X (k', k')
+        self._pending: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+
+    def current(self, user_rows: Callable[[Tensor | None], Tensor],
+                item_rows: Callable[[Tensor | None], Tensor]) -> tuple[Tensor, Tensor]:
+        """(G_Θ, G_X); ``user_rows(idx)`` / ``item_rows(idx)`` give the augmented rows (all rows for None)."""
+        with torch.no_grad():
+            if self.user is None or self.item is None:
+                theta, x = user_rows(None), item_rows(None)  # (n_users, k'), (n_items, k')
+                self.user, self.item = theta.T @ theta, x.T @ x
+            elif self._pending is not None:
+                users, old_u, items, old_i = self._pending
+                _update(self.user, user_rows(users), old_u)
+                _update(self.item, item_rows(items), old_i)
+            self._pending = None
+        return self.user, self.item
+
+    def remember(self, users: Tensor, theta: Tensor, items: Tensor, x: Tensor) -> None:
+        """The rows (codes and augmented values, before the step) the coming step may change."""
+        self._pending = (users, theta.detach(), items, x.detach())
+
+
+def _update(gram: Tensor, new: Tensor, old: Tensor) -> None:
+    """gram += newᵀnew − oldᵀold, as ½(M + Mᵀ) with M = (new + old)ᵀ(new − old): one product."""
+    m = (new + old).T @ (new - old)  # (k', k')
+    gram.add_(m + m.T, alpha=0.5)
+
+
+class RowAdam(torch.optim.Optimizer):
+    """Adam on the rows a sparse gradient names; every other row and its moments stay as they are.
+
+    The step of ``torch.optim.SparseAdam`` (lazy Adam: a row's moments decay only when the row
+    is in a batch; bias correction by the optimizer's step count), written with row gathers and
+    index_copy instead of sparse-tensor arithmetic. Dense gradients get the ordinary Adam step.
+    """
+
+    def __init__(self, params: Iterable[Tensor], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8):
+        if not lr > 0:
+            raise ValueError(f"lr must be positive, got {lr}")
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None if closure is None else closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float32)
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] += 1
+                step = float(state["step"])
+                step_size = group["lr"] * math.sqrt(1 - beta2**step) / (1 - beta1**step)
+                grad = p.grad
+                if grad.is_sparse:
+                    grad = grad.coalesce()
+                    rows, values = grad.indices()[0], grad.values()  # (m,), (m, ...)
+                    m = state["exp_avg"].index_select(0, rows).lerp_(values, 1 - beta1)
+                    v = state["exp_avg_sq"].index_select(0, rows).mul_(beta2).addcmul_(values, values, value=1 - beta2)
+                    state["exp_avg"].index_copy_(0, rows, m)
+                    state["exp_avg_sq"].index_copy_(0, rows, v)
+                    update = m.div_(v.sqrt_().add_(group["eps"])).mul_(-step_size)
+                    p.index_add_(0, rows, update)
+                else:
+                    m, v = state["exp_avg"], state["exp_avg_sq"]
+                    m.lerp_(grad, 1 - beta1)
+                    v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                    p.addcdiv_(m, v.sqrt().add_(group["eps"]), value=-step_size)
+        return loss
+
+
+def grad_values(grad: Tensor) -> Tensor:
+    """The entries of a gradient that count towards its norm (a coalesced sparse one's values)."""
+    return grad.coalesce().values() if grad.is_sparse else grad
+
+
+class SparseSteps:
+    """What a model's row-sparse loss needs beside its parameters: each batch's `BatchRows` (drawn
+    once, shared by the heads), each head's `Gramians`, and the rows without a training rating."""
+
+    def __init__(self, train, device: torch.device | str):
+        self.orphans = tuple(torch.as_tensor((counts == 0).nonzero()[0], device=device)
+                             for counts in (train.user_counts(), train.item_counts()))  # user codes, item codes
+        self.gramians: dict[str, Gramians] = {}
+        self._rows: tuple[object, BatchRows] | None = None
+
+    def new_epoch(self) -> None:
+        """Recompute the Gramians from scratch at the next step."""
+        for gramians in self.gramians.values():
+            gramians.reset()
+
+    def args(self, batch, head: str) -> dict[str, object]:
+        if self._rows is None or self._rows[0] is not batch:
+            self._rows = (batch, batch_rows(batch.users, batch.items, batch.user_share, batch.item_share, batch.fraction))
+        return {"rows": self._rows[1], "gramians": self.gramians.setdefault(head, Gramians()), "orphans": self.orphans}
