@@ -158,8 +158,9 @@ class RowAdam(torch.optim.Optimizer):
                     v = state["exp_avg_sq"].index_select(0, rows).mul_(beta2).addcmul_(values, values, value=1 - beta2)
                     state["exp_avg"].index_copy_(0, rows, m)
                     state["exp_avg_sq"].index_copy_(0, rows, v)
-                    update = m.div_(v.sqrt_().add_(group["eps"])).mul_(-step_size)
-                    p.index_add_(0, rows, update)
+                    # index_copy of the gathered rows: CPU index_add_ on a matrix is a slow scatter_add
+                    row = p.index_select(0, rows).addcdiv_(m, v.sqrt_().add_(group["eps"]), value=-step_size)
+                    p.index_copy_(0, rows, row)
                 else:
                     m, v = state["exp_avg"], state["exp_avg_sq"]
                     m.lerp_(grad, 1 - beta1)
