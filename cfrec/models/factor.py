@@ -170,7 +170,7 @@ class FactorModel(Recommender, nn.Module):
         """Train with row-sparse steps from now on (the trainer calls it after ``prepare``)."""
         if not self.sparse_steps:
             raise NotSupported(f"the {self.objective.name} objective has no row-sparse steps")
-        self._sparse = SparseSteps(train, device)
+        self._sparse = SparseSteps(train, device, self.parameters())
 
     def sparse_args(self, batch: Batch, head: str) -> dict[str, Any]:
         """The ``head_loss`` arguments of row-sparse steps for ``head`` (``rating`` | ``preference``):

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from cfrec.train.sparse import take_rows
+from cfrec.train.sparse import pair_dots, take_rows
 
 
 @dataclass(frozen=True)
@@ -207,11 +207,13 @@ def sparse_index_loss(
 ) -> LossTerms:
     """`index_loss` of a batch whose gradient touches only the batch's rows (`cfrec.train.sparse`).
 
-    ``rows`` (`BatchRows`) names the batch's distinct users and items and each one's penalty share;
-    each parameter's rows are gathered once, with a sparse gradient. The penalty is each row's
-    share of it, as in `index_loss` with shares. With ``w0`` the unrated cells' closed form
-    w₀/2 Σ_all ŷ² enters through the Gramians (``gramians``: `Gramians`, exact at this step):
-    since Σ_all ŷ² = Σ_u θ̃_uᵀ G_X θ̃_u = Σ_i x̃_iᵀ G_Θ x̃_i, each row carries its share s of
+    ``rows`` (`BatchRows`) names the batch's distinct users and items, its triples' order and each
+    row's penalty share; each parameter's rows are gathered once, with a sparse gradient, and the
+    triples' θ_uᵀx_i come from them without an (n, k) gather (`pair_dots`). ``values`` (n,) are in
+    the batch's order. The penalty is each row's share of it, as in `index_loss` with shares. With
+    ``w0`` the unrated cells' closed form w₀/2 Σ_all ŷ² enters through the Gramians (``gramians``:
+    `Gramians`, exact at this step): since Σ_all ŷ² = Σ_u θ̃_uᵀ G_X θ̃_u = Σ_i x̃_iᵀ G_Θ x̃_i, each
+    row carries its share s of
 
         w₀/4 (θ̃_uᵀ G_X θ̃_u + x̃_iᵀ G_Θ x̃_i),  gradient w₀ s G_X θ̃_u to θ̃_u and w₀ s G_Θ x̃_i to x̃_i,
 
@@ -219,35 +221,39 @@ def sparse_index_loss(
     any rating (``orphans``: user and item codes) are in no batch but in that sum: every batch
     carries them with its share of all ratings, as the dense closed form does every row.
     """
-    users, items, user_share, item_share = rows.users, rows.items, rows.user_share, rows.item_share
-    ordered = True
-    if w0 is not None and orphans is not None and (len(orphans[0]) or len(orphans[1])):
-        users, items = torch.cat([users, orphans[0]]), torch.cat([items, orphans[1]])
-        user_share = torch.cat([user_share, user_share.new_full((len(orphans[0]),), rows.fraction)])
-        item_share = torch.cat([item_share, item_share.new_full((len(orphans[1]),), rows.fraction)])
-        ordered = False
-    theta, x = take_rows(f.theta, users, ordered), take_rows(f.x, items, ordered)  # (m_u, k), (m_i, k)
-    pred = (theta.index_select(0, rows.user_pos) * x.index_select(0, rows.item_pos)).sum(dim=1)  # (n,)
+    theta, x = take_rows(f.theta, rows.users), take_rows(f.x, rows.items)  # (m_u, k), (m_i, k)
+    pred = pair_dots(theta, x, rows)  # (n,) user-major
     user_bias = item_bias = None
     if f.biased:
-        user_bias, item_bias = take_rows(f.user_bias, users, ordered), take_rows(f.item_bias, items, ordered)
+        user_bias, item_bias = take_rows(f.user_bias, rows.users), take_rows(f.item_bias, rows.items)
         pred = pred + f.mean + user_bias.index_select(0, rows.user_pos) + item_bias.index_select(0, rows.item_pos)
-    err = pred - values  # (n,)
+    err = pred - values.index_select(0, rows.order)  # (n,)
     data = 0.5 * torch.dot(err, err)
+    blocks = [(rows.users, rows.items, theta, x, user_bias, item_bias, rows.user_share, rows.item_share)]
+    if w0 is not None and orphans is not None and (len(orphans[0]) or len(orphans[1])):
+        ou, oi = orphans
+        blocks.append((ou, oi, take_rows(f.theta, ou), take_rows(f.x, oi),
+                       None if f.user_bias is None else take_rows(f.user_bias, ou),
+                       None if f.item_bias is None else take_rows(f.item_bias, oi),
+                       rows.user_share.new_full((len(ou),), rows.fraction),
+                       rows.item_share.new_full((len(oi),), rows.fraction)))
     if w0 is not None:
-        theta_aug, x_aug = augment_users(theta, user_bias, f.mean), augment_items(x, item_bias)  # (m_u, k'), (m_i, k')
         gram_theta, gram_x = gramians.current(*full_rows(f))
-        with torch.no_grad():
-            pull_u, pull_i = theta_aug @ gram_x, x_aug @ gram_theta  # G_X θ̃_u, G_Θ x̃_i (detached)
-        q = torch.dot(user_share, (theta_aug * pull_u).sum(dim=1)) + torch.dot(item_share, (x_aug * pull_i).sum(dim=1))
+        q, seen = data.new_zeros(()), []
+        for users, items, b_theta, b_x, b_ub, b_ib, su, si in blocks:
+            theta_aug, x_aug = augment_users(b_theta, b_ub, f.mean), augment_items(b_x, b_ib)  # (m_u, k'), (m_i, k')
+            with torch.no_grad():
+                pull_u, pull_i = theta_aug @ gram_x, x_aug @ gram_theta  # G_X θ̃_u, G_Θ x̃_i (detached)
+            q = q + torch.dot(su, (theta_aug * pull_u).sum(dim=1)) + torch.dot(si, (x_aug * pull_i).sum(dim=1))
+            seen.append((users, theta_aug, items, x_aug))
         data = data - 0.5 * w0 * torch.dot(pred, pred) + w0 * q - 0.75 * w0 * q.detach()  # value w₀/4 q, gradient of w₀ q
-        gramians.remember(users, theta_aug, items, x_aug)
-    user_weight = None if pen.user_weight is None else pen.user_weight.index_select(0, users)
-    item_weight = None if pen.item_weight is None else pen.item_weight.index_select(0, items)
-    reg = _penalty(
-        Penalty(pen.l2_user, pen.l2_item, pen.l2_bias, user_weight, item_weight),
-        theta, x, user_bias, item_bias, user_share, item_share,
-    )
+        gramians.remember(*(torch.cat(parts) for parts in zip(*seen)))
+    reg = data.new_zeros(())
+    for users, items, b_theta, b_x, b_ub, b_ib, su, si in blocks:
+        user_weight = None if pen.user_weight is None else pen.user_weight.index_select(0, users)
+        item_weight = None if pen.item_weight is None else pen.item_weight.index_select(0, items)
+        reg = reg + _penalty(Penalty(pen.l2_user, pen.l2_item, pen.l2_bias, user_weight, item_weight),
+                             b_theta, b_x, b_ub, b_ib, su, si)
     return LossTerms(data, reg)
 
 
