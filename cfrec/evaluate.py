@@ -22,11 +22,31 @@ from tqdm.auto import tqdm
 
 from cfrec import metrics
 from cfrec.data.ratings import Ratings
+from cfrec.errors import ConfigError
 from cfrec.models.base import Recommender, mask_seen
+from cfrec.validation import check_bool, check_int, check_number
 
 log = logging.getLogger(__name__)
 
 DEFAULT_KS = (10, 20, 50)
+EVAL_OPTIONS = ("ks", "like_threshold", "tolerance", "limit", "ranking", "memory_budget_mb")
+"""The options of `evaluate` that a run configures (the ``eval`` group)."""
+
+
+def check_options(*, ks: Sequence[int], like_threshold: float, tolerance: float, limit: int | None, ranking: bool,
+                  memory_budget_mb: float) -> None:
+    """`evaluate`'s options, checked before any work (a `ConfigError` naming the option); the
+    apps call it on the ``eval`` section before the data is read."""
+    if isinstance(ks, (str, bytes)) or not isinstance(ks, Sequence) or not ks:
+        raise ConfigError("ks", f"must be a non-empty list of positive integers, got {ks!r}")
+    for k in ks:
+        check_int("ks", k, 1)
+    check_number("like_threshold", like_threshold)
+    check_number("tolerance", tolerance, 0, open_low=True)
+    if limit is not None:
+        check_int("limit", limit, 1)
+    check_bool("ranking", ranking)
+    check_number("memory_budget_mb", memory_budget_mb, 0, open_low=True)
 
 
 def predict_pairs(
@@ -65,10 +85,8 @@ def evaluate(
     each K, ``n_ranking_users``, ``rank_seconds``. ``limit`` restricts the rating metrics to the
     first ``limit`` test pairs; ranking always uses every test user.
     """
-    if tolerance <= 0:
-        raise ValueError(f"tolerance must be positive, got {tolerance}")
-    if not ks or min(ks) < 1:
-        raise ValueError(f"ks must be positive integers, got {list(ks)}")
+    check_options(ks=ks, like_threshold=like_threshold, tolerance=tolerance, limit=limit, ranking=ranking,
+                  memory_budget_mb=memory_budget_mb)
     n = len(test) if limit is None else min(limit, len(test))
     result: dict[str, float] = {"n_test": n}
     if model.predicts_ratings:  # a ranking-only model's scores are not ratings: no rating error

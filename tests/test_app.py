@@ -46,30 +46,66 @@ def test_every_config_of_every_group_composes(group):
 
 
 @pytest.mark.parametrize("option", sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
-def test_model_configs_mirror_constructor_defaults(option):
-    """conf/model/<name>.yaml, composed with its objective preset, lists exactly the constructor's
-    arguments with the code's defaults (``device`` comes from the run's top-level ``device``;
-    deprecated arguments are left out); a variant (e.g. cf_weighted, name: cf) may only set
-    existing arguments."""
+def test_model_presets_compose_to_constructor_arguments(option):
+    """model=<option> composes to the constructor's arguments (``device`` comes from the run's
+    top-level ``device``; deprecated arguments are left out), each with the code's default unless
+    the preset sets it, and the model builds from it."""
     section = composed(f"model={option}")["model"]
     name = section.pop("name")
     params = {k: v for k, v in inspect.signature(MODELS[name]).parameters.items() if k not in ("device", *DEPRECATED)}
-    assert set(section) <= set(params), f"{option}.yaml has keys {set(section) - set(params)} the constructor lacks"
-    if option == name:
-        assert set(section) == set(params), f"{option}.yaml lacks {set(params) - set(section)}"
+    assert set(section) == set(params)
+    if option == name:  # the model's own preset: the code's defaults exactly
         for key, value in section.items():
             default = params[key].default
             if key == "objective":  # a preset of conf/model/objective/, equal to the code's default objective
                 assert value == make_objective(default).config(), f"{option}.objective"
                 continue
             assert value == (list(default) if isinstance(default, tuple) else default), f"{option}.{key}"
+    MODELS[name](**section)
 
 
 @pytest.mark.parametrize("objective", sorted(p.stem for p in (CONF / "model" / "objective").glob("*.yaml")))
-def test_objective_presets_mirror_the_objectives(objective):
-    """conf/model/objective/<name>.yaml lists every option of that objective with its default."""
-    section = OmegaConf.to_container(OmegaConf.load(CONF / "model" / "objective" / f"{objective}.yaml"))
+def test_objective_presets_compose_to_the_objectives(objective):
+    """model/objective=<name> lists every option of that objective with its default."""
+    section = composed("model=cf", f"model/objective={objective}")["model"]["objective"]
     assert section == make_objective(objective).config()
+
+
+@pytest.mark.parametrize("path", sorted(CONF.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONF)))
+def test_no_preset_repeats_a_default(path):
+    """A default is written once, in the library code its schema is read from
+    (cfrec.apps.schema): a group preset names its schema first and sets only what differs."""
+    from cfrec.apps import schema
+
+    preset = OmegaConf.to_container(OmegaConf.load(path))
+    group = path.parent.relative_to(CONF).as_posix()
+    if group == ".":  # an app's primary config: the top-level keys (AppConfig) only where they differ
+        base = OmegaConf.to_container(OmegaConf.structured(schema.AppConfig))
+        for key in ("seed", "device", "threads", "run"):
+            assert key not in preset or preset[key] != base[key], f"{path.name} repeats {key}"
+        for key, value in (preset.get("run") or {}).items():
+            assert value != base["run"][key], f"{path.name} repeats run.{key}"
+        return
+    if group == "hparams_search":
+        return
+    defaults = preset.pop("defaults")
+    if not defaults[0].startswith("/schema/"):  # a preset over another of its group (train/als over default)
+        base = schema.preset(group, defaults[0])
+    else:
+        assert defaults[0].startswith(f"/schema/{group}/") and defaults[0].endswith("@_here_"), defaults
+        name = defaults[0][len(f"/schema/{group}/"):-len("@_here_")]
+        tables = {"model": schema.MODEL_SCHEMAS, "model/objective": schema.OBJECTIVE_SCHEMAS,
+                  "data": schema.DATA_SCHEMAS, "split": schema.SPLIT_SCHEMAS}
+        node = tables[group][name] if group in tables else schema.GROUP_SCHEMAS[group]
+        base = OmegaConf.to_container(OmegaConf.structured(node))
+    repeated = {k: v for k, v in preset.items() if k != "name" and base.get(k) == v}
+    assert not repeated, f"{path.name} repeats defaults {repeated}"
+
+
+def test_cf_rank_default_is_written_once():
+    """The default model's rank: the constructor's default, and no yaml file names it."""
+    assert composed()["model"]["rank"] == inspect.signature(MODELS["cf"]).parameters["rank"].default
+    assert not any("rank: 64" in p.read_text() for p in CONF.rglob("*.yaml"))
 
 
 def test_train_writes_a_complete_run_folder(tmp_path):
@@ -152,14 +188,36 @@ def test_config_errors_name_the_key(overrides, key):
         prepare(cfg)
 
 
-def test_train_config_mirrors_train_config_dataclass():
+def test_train_group_is_train_config():
+    """The train group composes to TrainConfig's fields (but the run's device) and ``resume``."""
     import dataclasses
 
     from cfrec.train.config import TrainConfig
 
-    from cfrec.apps.fitting import RUN_KEYS
-
-    section = OmegaConf.to_container(OmegaConf.load(CONF / "train" / "default.yaml"))
+    section = composed()["train"]
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name != "device"}
-    assert {k: v for k, v in section.items() if k not in RUN_KEYS} == defaults
-    assert all(section[k] is None for k in RUN_KEYS)
+    assert section == {**defaults, "resume": None}
+
+
+def test_the_package_ships_every_preset():
+    """pyproject's package data for cfrec.conf matches every yaml file under it (model/objective/ too):
+    an installed (not editable) cfrec composes the same configs."""
+    import glob
+
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = tomllib.loads((CONF.parents[1] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["cfrec.conf"]
+    shipped = {Path(p) for pattern in patterns for p in glob.glob(pattern, root_dir=CONF, recursive=True)}
+    assert shipped == {p.relative_to(CONF) for p in CONF.rglob("*.yaml")}
+
+
+def test_the_deprecated_w0_key_still_works_with_a_warning():
+    """+model.w0=0.3 (the weighted mask before objectives existed) passes the schema and warns."""
+    from cfrec.apps.pipeline import make_model
+
+    cfg = composed(*TINY, "model=cf_rating", "+model.w0=0.3")
+    with pytest.warns(DeprecationWarning, match="w0 is deprecated"):
+        model, _, _ = prepare(cfg)
+    assert model.objective.name == "weighted" and model.objective.w0 == 0.3
+    with pytest.warns(DeprecationWarning):
+        make_model({"name": "cf", "w0": 0.5}, "cpu")

@@ -369,16 +369,15 @@ def test_bench_load_runs_small(tmp_path):
 def test_every_data_preset_is_a_registered_source():
     from pathlib import Path
 
-    from omegaconf import OmegaConf
-
+    from cfrec.apps.schema import preset
     from cfrec.data import SOURCES
 
     presets = sorted((Path(__file__).resolve().parents[1] / "cfrec" / "conf" / "data").glob("*.yaml"))
     assert presets
-    for preset in presets:
-        section = OmegaConf.to_container(OmegaConf.load(preset))
+    for path in presets:
+        section = preset("data", path.stem)  # as the apps compose it: the source's schema and the preset
         name = section.pop("name")
-        assert name in SOURCES, preset.name
+        assert name in SOURCES, path.name
         assert set(section) <= SOURCES[name].keys, (preset.name, set(section) - SOURCES[name].keys)
         if name == "synthetic" or name.startswith("ml-"):
             check_data_source({"name": name, **section})  # usable as shipped

@@ -124,12 +124,12 @@ def test_a_failing_sweep_job_is_reported_and_the_others_finish(tmp_path):
     sweep = tmp_path / "sweep"
     done = cli("cfrec.apps.train", "-m", *QUICK, "model.reg_user=0.5,-1,50", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
-    assert "job 1: model: bias: reg_user and reg_item must be non-negative" in done.stderr
+    assert "job 1: model.reg_user: must be a number >= 0, got -1.0" in done.stderr
     assert (sweep / "0" / "metrics.json").is_file() and (sweep / "2" / "metrics.json").is_file()
-    assert (sweep / "1" / "FAILED").read_text().strip() == "model: bias: reg_user and reg_item must be non-negative"
+    assert (sweep / "1" / "FAILED").read_text().strip() == "model.reg_user: must be a number >= 0, got -1.0"
     summary = {row["job"]: row for row in _csv(sweep / "summary.csv")}
     assert [summary[j]["status"] for j in ("0", "1", "2")] == ["ok", "failed", "ok"]
-    assert "reg_user and reg_item must be non-negative" in summary["1"]["error"]
+    assert "model.reg_user: must be a number >= 0" in summary["1"]["error"]
     assert f"run folder: {sweep}" in done.stdout  # the sweep ends by printing its table and folder
 
 
@@ -186,17 +186,41 @@ BAD = [
     (["split=kfold", "split.n_folds=0"], "split.n_folds"), (["split=kfold", "split.fold=5"], "split.fold"),
     (["split.seed=-3"], "split.seed"), (["split.test_ratio=0"], "split.test_ratio"), (["+split.bogus=1"], "split.bogus"),
     (["eval.memory_budget_mb=0"], "eval.memory_budget_mb"), (["eval.memory_budget_mb=-5"], "eval.memory_budget_mb"),
-    (["eval.ks=[]"], "eval.ks"), (["eval.ks=[a]"], "eval.ks"), (["eval.limit=0"], "eval.limit"),
+    (["eval.ks=[]"], "eval.ks"), (["eval.ks=[a]"], "eval.ks[0]"), (["eval.limit=0"], "eval.limit"),
     (["train.resume=/nonexistent"], "train.resume"), (["model.rank=-1"], "model.rank"), (["device=tpu"], "device"),
 ]
 
 
-@pytest.mark.parametrize(("overrides", "key"), BAD, ids=[" ".join(o) for o, _ in BAD])
-def test_bad_options_fail_before_the_data_is_read(unreadable, overrides, key):
-    cfg = config("data=movielens", f"data.root={unreadable}", "model=cf", *overrides)
+def refused(*overrides: str, name: str = "config") -> str:
+    """The full key a bad option is refused under, before any data is read: by the composition
+    (a value of the wrong type for the typed schema, cfrec.apps.schema) or by `prepare`'s checks."""
+    from hydra.errors import ConfigCompositionException
+
+    try:
+        cfg = config(*overrides, name=name)
+    except ConfigCompositionException as err:
+        return err.__cause__.full_key
     with pytest.raises(ConfigError) as err:
         prepare(cfg)
-    assert err.value.key == key
+    return err.value.key
+
+
+@pytest.mark.parametrize(("overrides", "key"), BAD, ids=[" ".join(o) for o, _ in BAD])
+def test_bad_options_fail_before_the_data_is_read(unreadable, overrides, key):
+    assert refused("data=movielens", f"data.root={unreadable}", "model=cf", *overrides) == key
+
+
+def test_a_plain_dict_is_checked_against_the_same_schemas(unreadable):
+    """From Python (no composition) the same schemas refuse a wrong type, naming the full key."""
+    cfg = config("data=movielens", f"data.root={unreadable}", "model=cf")
+    for section, key, bad in (("train", "lr", "abc"), ("run", "plots", "maybe"), ("eval", "ks", ["a"]),
+                              ("model", "rank", "abc"), ("split", "seed", "abc")):
+        with pytest.raises(ConfigError) as err:
+            prepare({**cfg, section: {**cfg[section], key: bad}})
+        assert err.value.key.startswith(f"{section}.{key}")
+    with pytest.raises(ConfigError) as err:
+        prepare({**cfg, "seed": "abc"})
+    assert err.value.key == "seed"
 
 
 def _bad_value(value):
@@ -218,21 +242,19 @@ FREE_FORM = {"model.hnsw"}  # a preset name or a dict: checked by value (index p
 
 @pytest.mark.parametrize("group", sorted(GROUPS))
 def test_every_key_of_every_config_group_is_checked_before_the_data_is_read(unreadable, group):
-    """Issue 16: a value of the wrong kind for any key of any option of any group is a ConfigError
-    naming that key, raised before the (malformed) data file is read."""
+    """Issue 16: a value of the wrong kind for any key of any option of any group (as it
+    composes: schema and preset) is refused naming that key, before the (malformed) data file is read."""
     checked = 0
     for option in GROUPS[group]:
-        section = OmegaConf.to_container(OmegaConf.load(CONF / group / f"{option}.yaml"))
-        for key, value in section.items():
+        selection = [] if group in ("train", "eval", "index") else [f"{group}={option}"]
+        model = [] if group == "model" else ["model=bias"]
+        base = ["data=movielens", f"data.root={unreadable}", *model, *selection]
+        for key, value in config(*base)[group].items():
             bad = _bad_value(value)
-            if bad is None or f"{group}.{key}" in FREE_FORM or key == "defaults":
+            if bad is None or f"{group}.{key}" in FREE_FORM or key == "name":
                 continue
-            selection = [] if group in ("train", "eval", "index") else [f"{group}={option}"]
-            model = [] if group == "model" else ["model=bias"]
-            cfg = config("data=movielens", f"data.root={unreadable}", *model, *selection, f"{group}.{key}={bad}")
-            with pytest.raises(ConfigError) as err:
-                prepare(cfg)
-            assert err.value.key.startswith(f"{group}.{key}") or err.value.key == f"{group}", (option, key, err.value)
+            key_refused = refused(*base, f"{group}.{key}={bad}")
+            assert key_refused.startswith(f"{group}.{key}") or key_refused == group, (option, key, key_refused)
             checked += 1
     assert checked >= 4
 

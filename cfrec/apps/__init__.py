@@ -22,3 +22,7 @@ def _rank_zero(value: Any, other: Any) -> Any:
 
 OmegaConf.register_new_resolver("cfrec.rank_zero", _rank_zero, replace=True)
 OmegaConf.register_new_resolver("cfrec.devnull", lambda: os.devnull, replace=True)
+
+from cfrec.apps.schema import store  # noqa: E402 (after the resolvers: the schemas import the library)
+
+store()  # the typed configs every app composes (cfrec.apps.schema)

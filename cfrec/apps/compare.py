@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from importlib.resources import files
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -23,15 +22,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from cfrec import plots
 from cfrec.apps import guard
-from cfrec.apps.checks import check_against_data, check_compare, check_config, check_train
+from cfrec.apps.checks import check_against_data, check_config, check_train
 from cfrec.apps.fitting import fit_model
 from cfrec.apps.guard import describe, report
+from cfrec.apps.schema import check_section, model_preset
 from cfrec.apps.pipeline import load_split, make_model
 from cfrec.checkpoint import save_model
 from cfrec.data import Split
 from cfrec.errors import CfrecError, ConfigError, RunStopped
 from cfrec.evaluate import evaluate, predict_pairs
-from cfrec.experiment import resolve_device
+from cfrec.device import resolve_device
 from cfrec.models.base import Recommender
 from cfrec.models.factor import FactorModel
 from cfrec.io import atomic_path, write_json
@@ -39,61 +39,49 @@ from cfrec.tables import to_markdown
 
 log = logging.getLogger(__name__)
 
+MODEL_FAILURES = (CfrecError, MemoryError, torch.cuda.OutOfMemoryError)
+"""How one model of a comparison fails and the others go on: a user mistake, a divergence, an
+interrupted fit, too little memory. Anything else is a bug: it ends the run with its traceback."""
 TABLE_COLUMNS = ["model", "accuracy", "rmse", "mae", "recall@50", "ndcg@10", "fit_seconds", "eval_seconds"]
 
 
 def model_entry(label: str, entry: Mapping[str, Any],
                 train: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """(model options, train options) of one compare entry: its conf/model defaults with the
-    entry's keys, and the run's ``train`` section with the entry's own ``train:`` keys on top."""
+    """(model options, train options) of one compare entry: the preset ``model=<entry's model>``
+    with the entry's keys, and the run's ``train`` section with the keys of the train preset that
+    model preset chooses, if any, and the entry's own ``train:`` keys on top."""
+    key = f"compare.models.{label}"
     entry = dict(entry)
     choice = entry.pop("model", None)
-    conf = files("cfrec.conf")
-    if choice is None or not conf.joinpath("model", f"{choice}.yaml").is_file():
-        raise ConfigError(f"compare.models.{label}.model", f"no conf/model/{choice}.yaml")
-    options = model_preset(choice)
+    options, preset_train = model_preset(choice, f"{key}.model")
     own = entry.pop("train", None) or {}
-    train_options = {**{k: v for k, v in (train or {}).items() if k != "resume"}, **own}
+    train_options = {**{k: v for k, v in (train or {}).items() if k != "resume"}, **preset_train, **own}
     try:
         check_train(train_options)
     except ConfigError as err:
-        raise (err.under(f"compare.models.{label}") if own else err) from None
-    unknown = set(entry) - set(options)
-    if unknown:
-        raise ConfigError(f"compare.models.{label}.{sorted(unknown)[0]}", f"not an option of {choice}")
+        raise (err.under(key) if own else err) from None
     options.update(entry)
+    check_section(key, "model", options)  # an option the model lacks, or of the wrong type, named by its key
     return options, train_options
-
-
-def model_preset(choice: str) -> dict[str, Any]:
-    """conf/model/<choice>.yaml with its defaults list applied (its ``objective`` preset)."""
-    conf = files("cfrec.conf").joinpath("model")
-    options = OmegaConf.to_container(OmegaConf.load(conf.joinpath(f"{choice}.yaml")))
-    for default in options.pop("defaults", []):
-        if isinstance(default, Mapping):
-            for group, name in default.items():
-                options[group] = OmegaConf.to_container(OmegaConf.load(conf.joinpath(group, f"{name}.yaml")))
-    return options
 
 
 def compare(cfg: Mapping[str, Any], run_dir: str | Path) -> pd.DataFrame:
     """Fit and evaluate every entry of ``compare.models`` on one split; write the report."""
     run_dir = Path(run_dir)
-    check_config(cfg, extra=("compare",))
+    cfg = check_config(cfg, extra=("compare",))
     settings = cfg["compare"]
-    check_compare(settings)
-    if (cfg.get("train") or {}).get("resume") is not None:
+    if cfg["train"]["resume"] is not None:
         raise ConfigError("train.resume", "cfrec-compare fits every model afresh; resume a run with cfrec-train")
     entries = dict(settings["models"])
-    if settings.get("only"):
+    if settings["only"]:
         missing = set(settings["only"]) - set(entries)
         if missing:
             raise ConfigError("compare.only", f"no entries named {sorted(missing)}")
         entries = {k: v for k, v in entries.items() if k in settings["only"]}
-    device = resolve_device(str(cfg.get("device", "auto")))
-    if cfg["split"].get("name") == "none":
+    device = resolve_device(cfg["device"])
+    if cfg["split"]["name"] == "none":
         raise ConfigError("split", "none holds out no test set, and cfrec-compare measures on one; use a split")
-    specs = {label: model_entry(label, entry, cfg.get("train")) for label, entry in entries.items()}
+    specs = {label: model_entry(label, entry, cfg["train"]) for label, entry in entries.items()}
     models = {label: make_model(options, device) for label, (options, _) in specs.items()}  # all valid before work
     split = load_split(cfg)
     train, test = split
@@ -105,19 +93,24 @@ def compare(cfg: Mapping[str, Any], run_dir: str | Path) -> pd.DataFrame:
             raise err.under(f"compare.models.{label}") from None
     rows: list[dict[str, Any]] = []
     errors: dict[str, np.ndarray] = {}
+    reported = False
     try:
         for label, model in models.items():
             try:
                 rows.append(fit_and_evaluate(label, model, specs[label][1], split, cfg, run_dir, device, errors))
-            except Exception as err:  # a failing model is reported; the others go on
-                message, _, bug = describe(err)
-                log.error("%s failed: %s", label, message, exc_info=bug)
+            except MODEL_FAILURES as err:  # a failing model is reported; the others go on
+                message, _, _ = describe(err)
+                log.error("%s failed: %s", label, message)
                 rows.append({"model": label, "status": "failed", "error": message})
     except KeyboardInterrupt:  # keep what is done; the rest is reported as interrupted
         done = {row["model"] for row in rows}
         rows += [{"model": label, "status": "failed", "error": "interrupted"} for label in models if label not in done]
+        reported = True
         write_report(rows, errors, train.values, test.values, run_dir)
         raise RunStopped(f"interrupted: the finished models' results are in {run_dir}", 130) from None
+    finally:
+        if not reported and len(rows) < len(models) and rows:  # a bug: keep what is done, then its traceback
+            write_report(rows, errors, train.values, test.values, run_dir)
     table = write_report(rows, errors, train.values, test.values, run_dir)
     report(run_dir, rows, keys=("status", "rmse", "accuracy", "recall@50", "ndcg@10", "fit_seconds"))
     failed = [row for row in rows if row["status"] != "ok"]
@@ -133,13 +126,13 @@ def fit_and_evaluate(label: str, model: Recommender, train_options: Mapping[str,
     """One model of the comparison: fit, evaluate, plot; its metrics row (``status`` ok)."""
     train, test = split
     settings = cfg["compare"]
-    fit_seconds = fit_model(model, train, train_options, device=device, progress=cfg.get("run", {}).get("progress", True))
+    fit_seconds = fit_model(model, train, train_options, device=device, progress=cfg["run"]["progress"])
     start = time.perf_counter()
     metrics: dict[str, Any] = {"model": label, "status": "ok"}
     metrics.update(evaluate(model, train, test, device=device,
                             **{**cfg["eval"], "ks": sorted({*cfg["eval"]["ks"], min(50, train.n_items)})}))
     metrics.update(fit_seconds=fit_seconds, eval_seconds=time.perf_counter() - start)
-    head = int(settings.get("head") or 0)
+    head = settings["head"]
     if head and model.predicts_ratings:
         first = evaluate(model, train, test, limit=head, ranking=False, device=device)
         metrics.update({f"accuracy@first{head}": first["accuracy"], f"rmse@first{head}": first["rmse"]})
@@ -148,7 +141,7 @@ def fit_and_evaluate(label: str, model: Recommender, train_options: Mapping[str,
         pred = predict_pairs(model, test.users, test.items, device=device).numpy()
         errors[label] = pred - test.values
         plots.true_vs_predicted(test.values, pred, run_dir / f"true_vs_predicted_{label}.png", label)
-    if settings.get("save_models"):
+    if settings["save_models"]:
         save_model(model, train, run_dir / "models" / label)
     log.info("%s: %s, recall@50 %.4f, fit %.2f s", label,
              f"rmse {metrics['rmse']:.4f}, accuracy {metrics['accuracy']:.4f}" if model.predicts_ratings

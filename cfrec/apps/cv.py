@@ -27,6 +27,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from cfrec.apps.pipeline import run
+from cfrec.apps.schema import complete
 from cfrec.apps.train import objective
 from cfrec.errors import ConfigError
 from cfrec.io import atomic_path, write_json
@@ -66,8 +67,9 @@ def cross_validate(cfg: Mapping[str, Any], run_dir: str | Path, label: str | Non
     into ``run_dir/fold_<f>/``; write cv.json, cv.md and metrics.json; return the summary."""
     if cfg["split"].get("name") != "kfold":
         raise ConfigError("split", f"cross-validation needs split=kfold, got {cfg['split'].get('name')!r}")
+    cfg = complete(cfg)
     run_dir = Path(run_dir)
-    n_folds = int(cfg["split"].get("n_folds", 5))
+    n_folds = cfg["split"]["n_folds"]
     folds = []
     for fold in range(n_folds):
         fold_cfg = {**cfg, "split": {**cfg["split"], "fold": fold}}

@@ -23,7 +23,9 @@ from cfrec.checkpoint import load_model, save_model
 from cfrec.data import Ratings, Split
 from cfrec.errors import ConfigError
 from cfrec.evaluate import evaluate, predict_pairs
-from cfrec.experiment import describe_split, load_data, make_split, resolve_device
+from cfrec.apps.schema import complete
+from cfrec.device import resolve_device
+from cfrec.experiment import describe_split, load_data, make_split
 from cfrec.io import write_json
 from cfrec.models.base import Recommender
 from cfrec.models.factor import FactorModel
@@ -34,15 +36,15 @@ from cfrec.index import HNSWIndex
 from cfrec.monitor import TensorBoardLogger, overrides_of, run_hparams, run_name
 from cfrec.threads import configure_run_threads
 from cfrec.train import distributed
-from cfrec.train.config import TrainConfig, monitor_mode
+from cfrec.train.config import monitor_mode
 from cfrec.serving import ITEM_INDEX, USER_INDEX
 
 log = logging.getLogger(__name__)
 
 
-def check_distributed(train_options: Mapping[str, Any] | None, model: Recommender) -> None:
+def check_distributed(train_options: Mapping[str, Any], model: Recommender) -> None:
     """``train.distributed`` against the model and the way this process was started."""
-    if (train_options or {}).get("distributed", False):
+    if train_options["distributed"]:
         if not isinstance(model, FactorModel):
             raise ConfigError("train.distributed", f"model {model.name!r} is not trained by gradient descent; "
                               "only the learned models (cf, cf_weighted, content) train data-parallel")
@@ -76,15 +78,15 @@ def fit_tuned(cfg: Mapping[str, Any], model: Recommender, train: Ratings, device
               progress: bool) -> tuple[Recommender, float, dict[str, Any]]:
     """Fit with every ``auto`` model option chosen on validation (`cfrec.tune.search`); returns
     (the best fitted model, the seconds of all fits, what was chosen)."""
+    cfg = complete(cfg)
     options, chosen, start = dict(cfg["model"]), {}, time.perf_counter()
-    train_options = cfg.get("train") or {}
-    monitor = train_options.get("monitor", TrainConfig.monitor)
-    if not train_options.get("val_fraction", TrainConfig.val_fraction):
+    monitor = cfg["train"]["monitor"]
+    if not cfg["train"]["val_fraction"]:
         raise ConfigError("train.val_fraction", "must be > 0 when a model option is auto: the choice is made on it")
     for key in auto_keys(options):
         def fit(value: float) -> tuple[float, Recommender]:
             candidate = make_model(with_value(options, key, value), device)
-            fit_model(candidate, train, cfg.get("train"), device=device, progress=progress)
+            fit_model(candidate, train, cfg["train"], device=device, progress=progress)
             summary = validation_summary(candidate, monitor)
             sign = 1.0 if summary["monitor_mode"] == "min" else -1.0
             log.info("tuning model.%s: %.4g → %s %.5f", key, value, summary["monitor"], summary[summary["monitor"]])
@@ -99,17 +101,18 @@ def fit_tuned(cfg: Mapping[str, Any], model: Recommender, train: Ratings, device
 
 def load_split(cfg: Mapping[str, Any]) -> Split:
     """Data and split of a run (the seed set first)."""
+    cfg = complete(cfg)
     configure_run_threads(cfg)
-    torch.manual_seed(int(cfg.get("seed", 42)))
+    torch.manual_seed(cfg["seed"])
     return make_split(load_data(cfg["data"]), cfg["split"])
 
 
 def prepare(cfg: Mapping[str, Any]) -> tuple[Recommender, Split, torch.device]:
     """Validate every section, build the model, then load the data and split it."""
-    check_config(cfg)
-    device = resolve_device(str(cfg.get("device", "auto")))
+    cfg = check_config(cfg)
+    device = resolve_device(cfg["device"])
     model = make_model(cfg["model"], device)
-    check_distributed(cfg.get("train"), model)
+    check_distributed(cfg["train"], model)
     split = load_split(cfg)
     check_against_data(cfg, split, learned=isinstance(model, FactorModel))
     try:
@@ -126,43 +129,44 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, label: str | None = None) -
     """
     run_dir = Path(run_dir)
     model, split, device = prepare(cfg)
+    cfg = complete(cfg)
     train, test = split
     label = label or model.name
-    options = cfg.get("run", {})
+    options = cfg["run"]
     main = distributed.launched_rank() == 0
     logger = (TensorBoardLogger(run_dir / "tb", run_name(label, overrides_of(run_dir)))
-              if options.get("tensorboard", True) and main else None)
+              if options["tensorboard"] and main else None)
     log.info("fitting %s on %s (%d ratings; test %d pairs)", label, train.name, len(train), len(test))
     tuned: dict[str, Any] = {}
     if auto_keys(cfg["model"]):
-        model, fit_seconds, tuned = fit_tuned(cfg, model, train, device, options.get("progress", True))
+        model, fit_seconds, tuned = fit_tuned(cfg, model, train, device, options["progress"])
     else:
         fit_seconds = fit_model(
-            model, train, cfg.get("train"), [logger.on_epoch_end] if logger else [], device=device,
-            progress=options.get("progress", True), run_dir=run_dir if main else None,
+            model, train, cfg["train"], [logger.on_epoch_end] if logger else [], device=device,
+            progress=options["progress"], run_dir=run_dir if main else None,
             describe={"model": dict(cfg["model"]), "data": dict(cfg["data"]), "split": dict(cfg["split"])},
         )
     if not main:
         return None
-    if options.get("save_model", True):  # before evaluating: an interrupted evaluation keeps the model
+    if options["save_model"]:  # before evaluating: an interrupted evaluation keeps the model
         save_model(model, train, run_dir, config_name=label, trained_on=describe_split(cfg["split"]))
     if holds_out_nothing(cfg):
         metrics = untested_metrics(label, train, fit_seconds)
     else:
         start = time.perf_counter()
-        metrics = evaluate(model, train, test, device=device, progress=options.get("progress", True), **cfg["eval"])
+        metrics = evaluate(model, train, test, device=device, progress=options["progress"], **cfg["eval"])
         metrics.update({
             "model": label, "data": train.name.removesuffix("/train"), "fit_seconds": fit_seconds,
             "eval_seconds": time.perf_counter() - start, "n_train": len(train), "n_dropped": split.n_dropped,
         })
-    metrics.update(validation_summary(model, (cfg.get("train") or {}).get("monitor", "auto")))
+    metrics.update(validation_summary(model, cfg["train"]["monitor"]))
     if tuned:
         metrics["tuned"] = tuned
     write_json(run_dir / "metrics.json", metrics)
     log.info("%s: %s", label, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
-    if options.get("build_index", True):
-        build_indexes(model, cfg.get("index", {}), run_dir)
-    if options.get("plots", True):
+    if options["build_index"]:
+        build_indexes(model, cfg["index"], run_dir)
+    if options["plots"]:
         write_plots(model, train, test, run_dir, label, device)
     if logger is not None:
         if model.item_vectors is not None:
@@ -220,7 +224,7 @@ def write_plots(model: Recommender, train: Ratings, test: Ratings, run_dir: Path
 
 def holds_out_nothing(cfg: Mapping[str, Any]) -> bool:
     """``split=none``: the model is fitted on every rating for use, and nothing is evaluated."""
-    return str(cfg["split"].get("name")) == "none"
+    return cfg["split"]["name"] == "none"
 
 
 def untested_metrics(label: str, train: Ratings, fit_seconds: float) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from cfrec.apps import guard, rundir
 from cfrec.apps.fitting import resume_command
 from cfrec.apps.pipeline import run
+from cfrec.apps.schema import complete
 from cfrec.checkpoint import META, TRAIN_STATE
 from cfrec.errors import RunStopped
 from cfrec.train.distributed import launched_rank
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 def train(cfg: dict[str, Any], run_dir: Path, label: str | None) -> dict[str, Any] | None:
     """One run into ``run_dir`` (resumed in place: the old run's derived files are removed first)."""
-    resume = (cfg.get("train") or {}).get("resume")
+    resume = complete(cfg)["train"]["resume"]
     if resume is not None and launched_rank() == 0 and Path(resume).resolve() == run_dir.resolve():
         rundir.clear_derived(run_dir)
     try:

@@ -26,6 +26,7 @@ from cfrec.data.ratings import Ratings
 from cfrec.data.readers import DUPLICATE_RULES, check_options, read_ratings
 from cfrec.data.synthetic import check_synthetic, synthetic
 from cfrec.errors import ConfigError, DataFormatError
+from cfrec.validation import check_bool, check_choice, check_keys
 
 
 @dataclass(frozen=True)
@@ -46,23 +47,14 @@ def section_options(section: Mapping[str, Any], key: str) -> tuple[str, dict[str
     return str(name), options
 
 
-def check_keys(options: Mapping[str, Any], allowed: set[str] | frozenset[str], key: str) -> None:
-    """`ConfigError` naming ``key.option`` for the first option not in ``allowed``."""
-    for option in options:
-        if option not in allowed:
-            raise ConfigError(f"{key}.{option}", f"unknown option; options: {', '.join(sorted(allowed))}")
-
-
 # -- the sources -----------------------------------------------------------------------------
 def _check_duplicate_rule(options: Mapping[str, Any]) -> None:
-    rule = options.get("on_duplicate", "last")
-    if rule not in DUPLICATE_RULES:
-        raise ConfigError("on_duplicate", f"must be one of {', '.join(DUPLICATE_RULES)}; got {rule!r}")
+    check_choice("on_duplicate", options.get("on_duplicate", "last"), DUPLICATE_RULES)
 
 
 def _check_bool(options: Mapping[str, Any], key: str) -> None:
-    if key in options and not isinstance(options[key], bool):
-        raise ConfigError(key, f"must be true or false, got {options[key]!r}")
+    if key in options:
+        check_bool(key, options[key])
 
 
 def _check_folder(options: dict[str, Any]) -> None:
@@ -140,7 +132,7 @@ def check_data(section: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     source = SOURCES.get(name)
     if source is None:
         raise ConfigError("data.name", f"unknown data set {name!r}; known: {', '.join(SOURCES)}")
-    check_keys(options, source.keys, "data")
+    check_keys("data", options, source.keys)
     try:
         source.check(options)
     except ConfigError as err:

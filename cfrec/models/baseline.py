@@ -10,6 +10,7 @@ from torch import Tensor
 
 from cfrec.data.ratings import Ratings
 from cfrec.models.base import Recommender
+from cfrec.validation import check_bool, check_int, check_number
 
 
 class GlobalMean(Recommender):
@@ -56,8 +57,10 @@ class BiasBaseline(Recommender):
     name = "bias"
 
     def __init__(self, reg_user: float = 15.0, reg_item: float = 10.0, n_sweeps: int = 10, clip: bool = True):
-        if reg_user < 0 or reg_item < 0:
-            raise ValueError("reg_user and reg_item must be non-negative")
+        check_number("reg_user", reg_user, 0)
+        check_number("reg_item", reg_item, 0)
+        check_int("n_sweeps", n_sweeps, 1)
+        check_bool("clip", clip)
         self.reg_user, self.reg_item, self.n_sweeps, self.clip_predictions = reg_user, reg_item, n_sweeps, clip
         self.mean = torch.tensor(0.0)
         self.user_bias = torch.zeros(0)

@@ -8,9 +8,9 @@ import torch
 from torch import Tensor, nn
 
 from cfrec.data.ratings import Ratings
-from cfrec.errors import ConfigError
 from cfrec.models.factor import FactorModel
 from cfrec.objectives import Objective
+from cfrec.validation import check_int, check_number
 
 
 class CollaborativeFiltering(FactorModel):
@@ -44,10 +44,8 @@ class CollaborativeFiltering(FactorModel):
         init_scale: float = 0.1, clip: bool = True, l2_exponent: float = 0.5,
         objective: str | Mapping[str, Any] | Objective = "joint", w0: float | None = None,
     ):
-        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-            raise ConfigError("rank", f"must be a positive integer, got {rank!r}")
-        if isinstance(init_scale, bool) or not isinstance(init_scale, (int, float)) or init_scale < 0:
-            raise ConfigError("init_scale", f"must be a non-negative number, got {init_scale!r}")
+        check_int("rank", rank, 1)
+        check_number("init_scale", init_scale, 0)
         super().__init__(l2=l2, bias=bias, l2_bias=l2_bias, clip=clip, l2_exponent=l2_exponent, objective=objective, w0=w0)
         self._rank, self._init_scale = rank, float(init_scale)
         self.x = nn.Parameter(torch.zeros(0, rank))

@@ -12,6 +12,7 @@ from cfrec.data.ratings import Ratings
 from cfrec.errors import ConfigError
 from cfrec.models.factor import FactorModel
 from cfrec.models.features import item_features
+from cfrec.validation import check_bool, check_int
 from cfrec.objectives import Objective
 
 
@@ -43,7 +44,10 @@ class ContentBased(FactorModel):
         l2_exponent: float = 0.0, objective: str | Mapping[str, Any] | Objective = "squared",
     ):
         super().__init__(l2=l2, bias=bias, l2_bias=l2_bias, clip=clip, l2_exponent=l2_exponent, objective=objective)
-        self.genres, self.year_width, self.constant = bool(genres), year_width, bool(constant)
+        if year_width is not None:
+            check_int("year_width", year_width, 1)
+        self.genres, self.constant = check_bool("genres", genres), check_bool("constant", constant)
+        self.year_width = year_width
         given = None if item_features is None else torch.as_tensor(np.asarray(item_features, dtype=np.float32))
         if given is not None and (given.dim() != 2 or not torch.isfinite(given).all()):
             raise ConfigError("item_features", f"must be a finite (n_items, f) matrix, got shape {tuple(given.shape)}")

@@ -28,6 +28,7 @@ from cfrec.train.batches import Batch, IndexBatch
 from cfrec.train.sparse import SparseSteps
 from cfrec.train.config import TrainConfig
 from cfrec.train.trainer import EpochCallback, Trainer
+from cfrec.validation import check_number
 
 
 class FactorModel(Recommender, nn.Module):
@@ -47,12 +48,10 @@ class FactorModel(Recommender, nn.Module):
         objective: str | Mapping[str, Any] | Objective = "squared", w0: float | None = None,
     ):
         nn.Module.__init__(self)
-        _non_negative("l2", l2)
-        _non_negative("l2_bias", l2_bias)
-        _non_negative("l2_exponent", l2_exponent)
+        for key, value in (("l2", l2), ("l2_bias", l2_bias), ("l2_exponent", l2_exponent)):
+            check_number(key, value, 0)
         if w0 is not None:  # the option before objectives existed: the weighted objective
-            if isinstance(w0, bool) or not isinstance(w0, (int, float)) or not 0 < w0 <= 1:
-                raise ConfigError("w0", f"must be null (rated cells only) or in (0, 1], got {w0!r}")
+            check_number("w0", w0, 0, 1, open_low=True)
             warnings.warn("w0 is deprecated: use objective={'name': 'weighted', 'w0': ...}", DeprecationWarning, 2)
             objective = {"name": "weighted", "w0": float(w0)}
         try:
@@ -242,6 +241,10 @@ class FactorModel(Recommender, nn.Module):
             self._sparse.new_epoch()
         return self.objective.batches(layout, batch_size, generator)
 
+    def als_sweep(self, data, cg_steps: int = 0) -> None:
+        """One alternating-least-squares sweep, as the objective defines it (used by the trainer)."""
+        self.objective.als_sweep(self, data, cg_steps)
+
     def validation_metrics(self, fit_part: Ratings, val: Ratings, device: torch.device) -> dict[str, float]:
         """What the objective validates on, measured on ``val`` (used by the trainer)."""
         return self.objective.validate(self, fit_part, val, device)
@@ -384,7 +387,3 @@ def count_weights(counts: np.ndarray, exponent: float, device: torch.device | st
     """Per-row penalty weights n^exponent (rows without ratings count as 1)."""
     return torch.as_tensor(np.maximum(counts, 1).astype(np.float64) ** exponent, dtype=torch.float32, device=device)
 
-
-def _non_negative(key: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ConfigError(key, f"must be a non-negative number, got {value!r}")

@@ -6,6 +6,7 @@ import numpy as np
 
 from cfrec.data.ratings import ItemInfo
 from cfrec.errors import ConfigError
+from cfrec.validation import check_int
 
 
 def item_features(
@@ -23,8 +24,7 @@ def item_features(
         columns.append(info.genres.astype(np.float32))
         names += [f"genre:{name}" for name in info.genre_names]
     if year_width is not None:
-        if isinstance(year_width, bool) or not isinstance(year_width, int) or year_width < 1:
-            raise ConfigError("year_width", f"must be a positive integer or null, got {year_width!r}")
+        check_int("year_width", year_width, 1)
         known = ~np.isnan(info.years)
         start = np.full(len(info), -1, dtype=np.int64)
         start[known] = (info.years[known] // year_width * year_width).astype(np.int64)

@@ -64,6 +64,7 @@ from cfrec.models.baseline import BiasBaseline, fit_biases
 from cfrec.models.neighbors import neighbor_lists, rating_neighbors
 from cfrec.models.rating_table import CellTable
 from cfrec.models.svd import matrix_embeddings, normalize_rows
+from cfrec.device import resolve_device
 from cfrec.validation import check_choice, check_int, check_number
 
 log = logging.getLogger(__name__)
@@ -151,10 +152,7 @@ class _NeighborhoodKNN(Recommender):
         if mode == "improved" and similarity == "ratings" and neighbors == "hnsw":
             raise ConfigError("neighbors", "hnsw searches vectors; the improved mode's similarity=ratings is an "
                                            "exact sparse search (set similarity=vectors to use hnsw)")
-        try:
-            self.device = torch.device(device)
-        except RuntimeError as err:
-            raise ConfigError("device", f"not a torch device: {device!r}") from err
+        self.device = resolve_device(device, present=False)  # the run checked that its device exists
         self.dim, self.neighbors = dim, neighbors
         self.shrinkage, self.min_support, self.ranking = float(shrinkage), min_support, ranking
         self.hnsw, self.seed, self.dense_mb = hnsw, seed, dense_mb

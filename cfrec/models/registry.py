@@ -45,5 +45,3 @@ def build_model(name: str, options: dict[str, Any], key: str = "model", device: 
         return cls(**options)
     except ConfigError as err:  # the model names its own argument: make it a config key
         raise err.under(key) from None
-    except (ValueError, TypeError) as err:
-        raise ConfigError(key, f"{name}: {err}") from None

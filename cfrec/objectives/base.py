@@ -31,6 +31,7 @@ from cfrec.train.batches import Batch, DenseLayout, IndexLayout
 
 if TYPE_CHECKING:  # the models import the objectives
     from cfrec.models.factor import FactorModel
+    from cfrec.train.als import AlsData
     from cfrec.models.foldin import FoldedUsers
 
 RANKING_KS = (10, 50)  # validation Recall@K and NDCG@K of ranking objectives
@@ -52,6 +53,7 @@ class Objective:
     monitor: ClassVar[str] = "val_rmse"
     layouts: ClassVar[tuple[str, ...]] = ("dense", "index")
     preference_head: ClassVar[bool] = False  # a second set of factors beside the rating head
+    solves_exactly: ClassVar[bool] = False  # J is a ridge problem per row: ``train.optimizer=als`` can solve it
     sparse_steps: ClassVar[bool] = False  # its index-layout loss has a row-sparse form (train.optimizer: sparse_adam)
 
     @property
@@ -77,6 +79,11 @@ class Objective:
 
     def loss(self, model: "FactorModel", batch: Batch) -> LossTerms:
         raise NotImplementedError
+
+    def als_sweep(self, model: "FactorModel", data: "AlsData", cg_steps: int = 0) -> None:
+        """One alternating-least-squares sweep of every head this objective trains (`cfrec.train.als`;
+        ``cg_steps`` > 0: that many conjugate-gradient steps per side instead of exact solves)."""
+        raise NotSupported(f"the {self.name} objective has no closed-form row updates: train it with adam, adamw or sgd")
 
     # -- validation -----------------------------------------------------------------------
     def validate(self, model: "FactorModel", fit_part: Ratings, val: Ratings, device: torch.device) -> dict[str, float]:

@@ -29,10 +29,12 @@ from cfrec.objectives.base import (
 )
 from cfrec.objectives.squared import binary_targets, head_loss
 from cfrec.objectives.weighted import check_target, check_w0
+from cfrec.train import als
 from cfrec.train.batches import Batch
 
 if TYPE_CHECKING:
     from cfrec.models.factor import FactorModel
+    from cfrec.train.als import AlsData
     from cfrec.models.foldin import FoldedUsers
 
 DEFAULTS = {"rank": 128, "l2": 40.0, "l2_bias": 1.0, "l2_exponent": 0.0, "w0": 0.3, "target": "rating", "weight": 1.0}
@@ -48,6 +50,7 @@ class Joint(Objective):
     ranks_by = "preference"
     monitor = "val_rmse"
     preference_head = True
+    solves_exactly = True
     sparse_steps = True
 
     def __init__(self, **options: Any):
@@ -73,6 +76,12 @@ class Joint(Objective):
         preference = head_loss(model.preference_factors(), model.preference_penalty(), batch, targets=targets, w0=self.w0,
                                **model.sparse_args(batch, "preference"))
         return LossTerms(rating.data + self.weight * preference.data, rating.reg + self.weight * preference.reg)
+
+    def als_sweep(self, model: "FactorModel", data: "AlsData", cg_steps: int = 0) -> None:
+        """Both heads; β scales the preference head's whole J and so does not move its optimum."""
+        als.sweep(model.factors(), model.penalty(), data, cg_steps=cg_steps)
+        preference = data if self.target == "rating" else data.with_targets(1.0)
+        als.sweep(model.preference_factors(), model.preference_penalty(), preference, self.w0, cg_steps)
 
     def validate(self, model: "FactorModel", fit_part: Ratings, val: Ratings, device: torch.device) -> dict[str, float]:
         return {**rating_validation(model, val, device), **ranking_validation(model, fit_part, val, device)}

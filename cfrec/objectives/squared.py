@@ -11,11 +11,13 @@ import torch
 from torch import Tensor
 
 from cfrec.models.losses import LossTerms, dense_loss, index_loss, sparse_index_loss
+from cfrec.train import als
 from cfrec.objectives.base import Objective, check_options
 from cfrec.train.batches import Batch, DenseBatch
 
 if TYPE_CHECKING:
     from cfrec.models.factor import FactorModel
+    from cfrec.train.als import AlsData
     from cfrec.models.foldin import FoldedUsers
 
 
@@ -23,10 +25,14 @@ class Squared(Objective):
     """Fits the rated cells only; ``predict`` answers ratings, ``recommend`` ranks by them."""
 
     name = "squared"
+    solves_exactly = True
     sparse_steps = True
 
     def __init__(self, **options: Any):
         check_options(self.name, options, {})
+
+    def als_sweep(self, model: "FactorModel", data: "AlsData", cg_steps: int = 0) -> None:
+        als.sweep(model.factors(), model.penalty(), data, cg_steps=cg_steps)
 
     def loss(self, model: "FactorModel", batch: Batch) -> LossTerms:
         return head_loss(model.factors(), model.penalty(), batch, **model.sparse_args(batch, "rating"))

@@ -20,10 +20,12 @@ from cfrec.errors import ConfigError
 from cfrec.models.losses import LossTerms
 from cfrec.objectives.base import Objective, check_options, ranking_validation
 from cfrec.objectives.squared import binary_targets, head_loss
+from cfrec.train import als
 from cfrec.train.batches import Batch
 
 if TYPE_CHECKING:
     from cfrec.models.factor import FactorModel
+    from cfrec.train.als import AlsData
     from cfrec.models.foldin import FoldedUsers
 
 TARGETS = ("rating", "binary")
@@ -48,6 +50,7 @@ class WeightedMask(Objective):
     predicts_ratings = False
     ranks_by = "preference"
     monitor = "val_ndcg@10"
+    solves_exactly = True
     sparse_steps = True
 
     def __init__(self, **options: Any):
@@ -66,6 +69,10 @@ class WeightedMask(Objective):
     def loss(self, model: "FactorModel", batch: Batch) -> LossTerms:
         return head_loss(model.factors(), model.penalty(), batch, targets=self.targets(batch), w0=self.w0,
                          **model.sparse_args(batch, "rating"))
+
+    def als_sweep(self, model: "FactorModel", data: "AlsData", cg_steps: int = 0) -> None:
+        targets = data if self.target == "rating" else data.with_targets(1.0)
+        als.sweep(model.factors(), model.penalty(), targets, self.w0, cg_steps)
 
     def validate(self, model: "FactorModel", fit_part: Ratings, val: Ratings, device: torch.device) -> dict[str, float]:
         return ranking_validation(model, fit_part, val, device)

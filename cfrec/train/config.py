@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
+from cfrec.device import check_device
 from cfrec.errors import ConfigError
 from cfrec.threads import parse_threads
+from cfrec.validation import check_bool, check_choice, check_int, check_keys, check_number
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "sparse_adam")
+OPTIMIZERS = ("adam", "adamw", "sgd", "als", "sparse_adam")
 SPARSE_OPTIMIZERS = ("sparse_adam",)  # steps that touch only the rows a batch holds (cfrec.train.sparse)
 SCHEDULES = ("constant", "cosine", "exponential")
 LAYOUTS = ("auto", "dense", "index")
 MONITORS = ("auto", "loss", "val_rmse", "val_mae", "val_accuracy", "val_recall@10", "val_recall@50",
             "val_ndcg@10", "val_ndcg@50")
 MINIMISED = ("loss", "val_rmse", "val_mae")
+MIN_BATCH_SIZE = 1024  # min_batches never shrinks a batch below this many ratings
 
 
 @dataclass(frozen=True)
@@ -24,15 +28,21 @@ class TrainConfig:
     The defaults were tuned on MovieLens 1M for `CollaborativeFiltering` (and suit
     `ContentBased`); ``docs/learned_models.md`` shows the sweep.
 
-    - ``optimizer``: ``adam``, ``adamw``, ``sgd`` or ``sparse_adam`` (lazy Adam on the rows each
+    - ``optimizer``: ``adam``, ``adamw``, ``sgd``, ``als`` or ``sparse_adam``. ``als``: alternating
+      least squares: each epoch solves every user's, then every movie's ridge system exactly,
+      `cfrec.train.als`; squared, weighted and joint objectives; ``lr``, ``batch_size`` and the
+      schedule unused; ``als_cg_steps`` > 0 takes that many conjugate-gradient steps per row
+      instead of exact solves, cheaper at large ranks. ``sparse_adam``: lazy Adam on the rows each
       index-layout batch holds, the weighted mask's all-cells term through exact Gramians: a step
-      costs O(batch) at any catalog size; one process, no ``weight_decay``; `cfrec.train.sparse`);
-      ``lr`` its learning rate, ``momentum`` SGD's momentum, ``weight_decay`` the optimizer's own
+      costs O(batch) at any catalog size; one process, no ``weight_decay``; `cfrec.train.sparse`.
+      ``lr`` the learning rate, ``momentum`` SGD's momentum, ``weight_decay`` the optimizer's own
       decay (on top of the loss's λ; 0 = none).
       The optimizer sees J divided by the ratings per batch, so ``lr`` does not depend on
       ``batch_size``.
     - ``epochs``: passes over the training ratings; ``batch_size``: ratings per step (``None`` =
-      full-batch gradient descent, as in the notes).
+      full-batch gradient descent, as in the notes); ``min_batches``: the batch shrinks (not
+      below 1,024 ratings) so that an epoch takes at least this many steps — a data set ten
+      times smaller than MovieLens 1M still gets enough steps (``None``: ``batch_size`` as given).
     - ``schedule``: ``constant``, ``cosine`` (down to ``lr * lr_min_ratio`` at the last epoch)
       or ``exponential`` (× ``gamma`` per epoch).
     - ``val_fraction``: share of each user's ratings carved from train to validate every epoch
@@ -59,6 +69,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     epochs: int = 8
     batch_size: int | None = 16384
+    min_batches: int | None = 50
     schedule: str = "cosine"
     lr_min_ratio: float = 0.0
     gamma: float = 0.9
@@ -74,42 +85,40 @@ class TrainConfig:
     progress: bool | None = None
     distributed: bool = False
     threads: int | None = None
+    als_cg_steps: int = 0
 
     def __post_init__(self) -> None:
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("schedule", self.schedule, SCHEDULES)
-        _choice("layout", self.layout, LAYOUTS)
-        _choice("monitor", self.monitor, MONITORS)
-        _positive("lr", self.lr)
-        _positive("epochs", self.epochs, integer=True)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("layout", self.layout, LAYOUTS)
+        check_choice("monitor", self.monitor, MONITORS)
+        check_number("lr", self.lr, 0, open_low=True)
+        check_int("epochs", self.epochs, 1)
         if self.batch_size is not None:
-            _positive("batch_size", self.batch_size, integer=True)
-        _positive("dense_max_cells", self.dense_max_cells, integer=True)
-        if not 0.0 <= self.momentum < 1.0:
-            raise ConfigError("momentum", f"must lie in [0, 1), got {self.momentum!r}")
-        if self.weight_decay < 0:
-            raise ConfigError("weight_decay", f"must be non-negative, got {self.weight_decay!r}")
+            check_int("batch_size", self.batch_size, 1)
+        if self.min_batches is not None:
+            check_int("min_batches", self.min_batches, 1)
+        check_int("dense_max_cells", self.dense_max_cells, 1)
+        check_number("momentum", self.momentum, 0, 1, open_high=True)
+        check_number("weight_decay", self.weight_decay, 0)
+        check_number("lr_min_ratio", self.lr_min_ratio, 0, 1)
+        check_number("gamma", self.gamma, 0, 1, open_low=True)
+        check_number("val_fraction", self.val_fraction, 0, 1, open_high=True)
         if self.weight_decay and self.optimizer in SPARSE_OPTIMIZERS:
             raise ConfigError("weight_decay", f"{self.optimizer} has none (it would touch every row); the loss's l2 regularises")
-        if not 0.0 <= self.lr_min_ratio <= 1.0:
-            raise ConfigError("lr_min_ratio", f"must lie in [0, 1], got {self.lr_min_ratio!r}")
-        if not 0.0 < self.gamma <= 1.0:
-            raise ConfigError("gamma", f"must lie in (0, 1], got {self.gamma!r}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError("val_fraction", f"must lie in [0, 1), got {self.val_fraction!r}")
         if self.patience is not None:
-            _positive("patience", self.patience, integer=True)
-        if self.min_delta < 0:
-            raise ConfigError("min_delta", f"must be non-negative, got {self.min_delta!r}")
+            check_int("patience", self.patience, 1)
+        check_number("min_delta", self.min_delta, 0)
         if self.monitor != "loss" and self.val_fraction == 0 and self.patience is not None:
             raise ConfigError("patience", f"early stopping on {self.monitor} needs val_fraction > 0")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise ConfigError("device", f"must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ConfigError("seed", f"must be an integer, got {self.seed!r}")
+        check_device(self.device)
+        check_int("seed", self.seed, 0)
+        if self.progress is not None:
+            check_bool("progress", self.progress)
         parse_threads(self.threads, "threads")
-        if not isinstance(self.distributed, bool):
-            raise ConfigError("distributed", f"must be true or false, got {self.distributed!r}")
+        check_int("als_cg_steps", self.als_cg_steps, 0)
+        check_bool("restore_best", self.restore_best)
+        check_bool("distributed", self.distributed)
         if self.distributed and self.optimizer in SPARSE_OPTIMIZERS:
             raise ConfigError("optimizer", f"{self.optimizer} trains in one process (its Gramians follow the rows "
                               "this process steps); use adam with distributed")
@@ -119,11 +128,15 @@ class TrainConfig:
         """``base`` (default: the class defaults) with ``options`` applied; unknown keys are refused."""
         base = base or cls()
         options = dict(options or {})
-        known = {f.name for f in fields(cls)}
-        for key in options:
-            if key not in known:
-                raise ConfigError(key, f"unknown training option; known: {', '.join(sorted(known))}")
+        check_keys("", options, [f.name for f in fields(cls)])
         return replace(base, **options)
+
+    def effective_batch_size(self, n_ratings: int) -> int | None:
+        """``batch_size``, made smaller where an epoch of ``n_ratings`` would have fewer than
+        ``min_batches`` steps (never below `MIN_BATCH_SIZE`; full batch stays full batch)."""
+        if self.batch_size is None or self.min_batches is None:
+            return self.batch_size
+        return min(self.batch_size, max(MIN_BATCH_SIZE, math.ceil(n_ratings / self.min_batches)))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types, the inverse of ``from_dict``."""
@@ -134,13 +147,3 @@ def monitor_mode(monitor: str) -> str:
     """``min`` for errors and the loss, ``max`` for accuracy, recall and NDCG."""
     return "min" if monitor in MINIMISED else "max"
 
-
-def _choice(key: str, value: object, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(key, f"must be one of {', '.join(allowed)}; got {value!r}")
-
-
-def _positive(key: str, value: object, integer: bool = False) -> None:
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
-        raise ConfigError(key, f"must be a positive {'integer' if integer else 'number'}, got {value!r}")

@@ -20,9 +20,11 @@ from tqdm.auto import tqdm
 
 from cfrec.data.ratings import Ratings
 from cfrec.data.split import per_user_split
+from cfrec.device import resolve_device
 from cfrec.errors import ConfigError, TrainingDiverged
 from cfrec.train import distributed
-from cfrec.train.batches import Batch, choose_layout
+from cfrec.train.als import AlsData
+from cfrec.train.batches import Batch, IndexBatch, choose_layout
 from cfrec.train.config import SPARSE_OPTIMIZERS, TrainConfig, monitor_mode
 from cfrec.train.distributed import Group
 from cfrec.train.sparse import RowAdam, grad_values
@@ -55,20 +57,14 @@ class Trainable(Protocol):
     def validation_metrics(self, fit_part: Ratings, val: Ratings, device: torch.device) -> dict[str, float]:
         """Metrics (``val_*``) of the model on held-out ratings ``val`` of ``fit_part``."""
 
+    def als_sweep(self, data: AlsData, cg_steps: int = 0) -> None:
+        """One closed-form sweep of every head (``optimizer=als``; `cfrec.train.als`)."""
+
     def parameters(self): ...
 
     def state_dict(self) -> dict[str, Tensor]: ...
 
     def load_state_dict(self, state: dict[str, Tensor]) -> Any: ...
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; a CUDA request without CUDA is a `ConfigError`."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device", f"{device!r} requested but CUDA is not available")
-    return torch.device(device)
 
 
 class Trainer:
@@ -90,6 +86,7 @@ class Trainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self._resume: dict[str, Any] | None = None
+        self.batch_size = self.config.batch_size  # per step; `fit` applies min_batches for its data
         self._reset()
 
     def _reset(self) -> None:
@@ -102,13 +99,13 @@ class Trainer:
     # -- state for resuming -------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue: model, optimizer, schedule, epoch, RNG, early stopping."""
-        if self.model is None or self.optimizer is None:
+        if self.model is None:
             raise RuntimeError("Trainer.state_dict() before fit(): nothing to save yet")
         return {
             "epoch": self.epoch,
             "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-            "scheduler": self.scheduler.state_dict(),
+            "optimizer": None if self.optimizer is None else copy.deepcopy(self.optimizer.state_dict()),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "generator": self.generator.get_state(),
             "best": copy.deepcopy(self.best),
             "history": copy.deepcopy(self.history),
@@ -140,12 +137,18 @@ class Trainer:
         if self.monitor != "loss" and self.monitor not in model.validation_keys:
             raise ConfigError("train.monitor", f"{self.monitor} is not measured for this model; it validates on "
                               f"{', '.join(model.validation_keys)}")
+        if cfg.optimizer == "als":
+            check_als(model, group)
         sparse = cfg.optimizer in SPARSE_OPTIMIZERS
         if sparse:
             self._check_sparse(model)
         fit_part, val = self._carve_validation(train)
-        layout = choose_layout("index" if sparse and cfg.layout == "auto" else cfg.layout, fit_part, device,
-                               cfg.dense_max_cells, cfg.batch_size, group.shard, allowed=model.layouts)
+        self.batch_size = cfg.effective_batch_size(len(fit_part))
+        if cfg.optimizer == "als":
+            layout = AlsLayout(fit_part, device)
+        else:
+            layout = choose_layout("index" if sparse and cfg.layout == "auto" else cfg.layout, fit_part, device,
+                                   cfg.dense_max_cells, self.batch_size, group.shard, allowed=model.layouts)
         model.prepare(fit_part, torch.Generator().manual_seed(cfg.seed), device)
         if sparse:
             model.use_sparse_steps(fit_part, device)
@@ -157,13 +160,14 @@ class Trainer:
             self._apply_resume(model, self._resume)
         else:
             self._reset()
-        n_batches = layout.n_batches(cfg.batch_size)
+        n_batches = layout.n_batches(self.batch_size)
         # the optimizer sees J per rating; × world size as DDP averages the ranks' gradients, where J adds them
         scale = n_batches / layout.n_ratings * group.world_size
         log.info(
-            "training %s: %s layout, %d ratings%s, %d batch(es) per epoch, %s on %s",
+            "training %s: %s layout, %d ratings%s, %d batch(es) per epoch%s, %s on %s",
             type(model).__name__, layout.name, layout.n_ratings,
-            f" (+{len(val)} held out to validate each epoch)" if val is not None else "", n_batches, cfg.optimizer, device,
+            f" (+{len(val)} held out to validate each epoch)" if val is not None else "", n_batches,
+            f" of {self.batch_size}" if self.batch_size and n_batches > 1 else "", cfg.optimizer, device,
         )
         if group.shard is not None:
             log.info("rank %d of %d holds %d of the %d ratings", group.rank, group.world_size, layout.n_held, layout.n_ratings)
@@ -171,10 +175,14 @@ class Trainer:
         disable = True if not group.is_main else _bar_disabled(cfg.progress)
         bar = tqdm(range(self.epoch, cfg.epochs), desc=type(model).__name__, disable=disable, leave=False)
         for epoch in bar:
-            epoch_metrics = self._run_epoch(model, step_model, layout, scale, epoch, group)
+            if isinstance(layout, AlsLayout):
+                epoch_metrics = self._run_sweep(model, layout, epoch)
+            else:
+                epoch_metrics = self._run_epoch(model, step_model, layout, scale, epoch, group)
             if val is not None:
                 epoch_metrics.update(group.from_main(lambda: model.validation_metrics(fit_part, val, device)))
-            self.scheduler.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
             self.epoch = epoch + 1
             stop = self._early_stop(model, epoch_metrics)
             self.history.append(epoch_metrics)
@@ -198,7 +206,7 @@ class Trainer:
         params = [p for p in step_model.parameters() if p.requires_grad]
         sums = torch.zeros(3, dtype=torch.float64, device=params[0].device)  # data, reg, grad norm
         steps = 0
-        for step, batch in enumerate(model.training_batches(layout, self.config.batch_size, self.generator)):
+        for step, batch in enumerate(model.training_batches(layout, self.batch_size, self.generator)):
             terms = step_model(batch)
             self.optimizer.zero_grad(set_to_none=True)
             (terms.total * scale).backward()  # with DDP: the gradient of the whole batch on every rank
@@ -214,6 +222,19 @@ class Trainer:
             "loss_per_rating": (data + reg) / max(layout.n_ratings, 1),
             "lr": self.optimizer.param_groups[0]["lr"], "grad_norm": grad_norm / max(steps, 1),
             "seconds": time.perf_counter() - start,
+        }
+
+    def _run_sweep(self, model: Trainable, layout: "AlsLayout", epoch: int) -> dict[str, float]:
+        """One alternating-least-squares sweep (``optimizer=als``); returns J after it."""
+        start = time.perf_counter()
+        model.als_sweep(layout.data, self.config.als_cg_steps)
+        with torch.no_grad():
+            terms = model(layout.full_batch)
+        data, reg = float(terms.data), float(terms.reg)
+        _check_finite(torch.tensor(data + reg), torch.zeros(()), epoch, 0, self.config.lr)
+        return {
+            "epoch": epoch + 1, "loss": data + reg, "loss_data": data, "loss_reg": reg,
+            "loss_per_rating": (data + reg) / max(layout.n_ratings, 1), "seconds": time.perf_counter() - start,
         }
 
     def _early_stop(self, model: Trainable, epoch_metrics: dict[str, float]) -> bool:
@@ -251,8 +272,10 @@ class Trainer:
             raise ConfigError("train.layout", f"dense: {cfg.optimizer} steps the rows of index-layout batches; "
                               "use layout index or auto")
 
-    def _make_optimizer(self, model: Trainable) -> torch.optim.Optimizer:
+    def _make_optimizer(self, model: Trainable) -> torch.optim.Optimizer | None:
         cfg = self.config
+        if cfg.optimizer == "als":  # closed-form sweeps: no gradient optimizer
+            return None
         params = [p for p in model.parameters() if p.requires_grad]
         if cfg.optimizer == "sparse_adam":  # lazy Adam on the rows each batch holds (cfrec.train.sparse)
             return RowAdam(params, lr=cfg.lr)
@@ -263,8 +286,10 @@ class Trainer:
             return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
 
-    def _make_scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    def _make_scheduler(self, optimizer: torch.optim.Optimizer | None) -> torch.optim.lr_scheduler.LRScheduler | None:
         cfg = self.config
+        if optimizer is None:
+            return None
         if cfg.schedule == "cosine":
             return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs, eta_min=cfg.lr * cfg.lr_min_ratio)
         if cfg.schedule == "exponential":
@@ -273,14 +298,48 @@ class Trainer:
 
     def _apply_resume(self, model: Trainable, state: dict[str, Any]) -> None:
         model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        if (state["optimizer"] is None) != (self.optimizer is None):
+            raise ConfigError("train.optimizer", f"the saved state was trained with another optimizer than {self.config.optimizer}")
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
         self.epoch = int(state["epoch"])
         self.best = copy.deepcopy(state["best"])
         self.history = copy.deepcopy(state["history"])
         self._resume = None
         log.info("resuming after epoch %d", self.epoch)
+
+
+class AlsLayout:
+    """What ``optimizer=als`` trains on: the ratings grouped by user and by movie (`AlsData`),
+    and all of them as one batch, on which J is reported after each sweep."""
+
+    name = "als"
+
+    def __init__(self, train: Ratings, device: torch.device):
+        self.data = AlsData.build(train, device)
+        users, items, values = train.to_tensors(device)
+        self.full_batch = IndexBatch(users, items, values, None, None, 1.0)
+        self.n_ratings = self.n_held = len(train)
+
+    def n_batches(self, batch_size: int | None) -> int:
+        return 1
+
+
+def check_als(model: Trainable, group: Group) -> None:
+    """``optimizer=als`` needs an objective with closed-form row updates, learned movie factors
+    and one process."""
+    objective = getattr(model, "objective", None)
+    if objective is None or not objective.solves_exactly:
+        name = getattr(objective, "name", type(model).__name__)
+        raise ConfigError("train.optimizer", f"als solves the squared, weighted and joint objectives; {name} trains "
+                          "with adam, adamw or sgd")
+    if not getattr(model, "learns_items", False):
+        raise ConfigError("train.optimizer", f"als alternates users and learned movie factors; {type(model).__name__} "
+                          "has fixed movie features: train it with adam, adamw or sgd")
+    if group.world_size > 1:
+        raise ConfigError("train.optimizer", "als runs in one process; train.distributed=true needs adam, adamw or sgd")
 
 
 def _check_finite(loss: Tensor, grad_norm: Tensor, epoch: int, step: int, lr: float) -> None:

@@ -9,10 +9,11 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import yaml
-
 import cfrec.data
+from cfrec.apps.schema import model_preset, preset
 from cfrec.data import Ratings
+from cfrec.errors import ConfigError
+from cfrec.experiment import make_split
 from cfrec.models.base import Recommender
 from cfrec.models.registry import build_model
 
@@ -79,16 +80,7 @@ def load_split(data: str, split: str) -> tuple[Ratings, Ratings]:
         ratings = synthetic_ratings(n)
     else:
         ratings = cfrec.data.load(data)
-    options = _conf("split", split)
-    method = options.pop("name", split)
-    fold = int(options.pop("fold", 0))
-    splitters: dict[str, Callable[..., Any]] = {
-        "per_user": cfrec.data.per_user_split, "random": cfrec.data.random_split,
-        "temporal": cfrec.data.temporal_split, "kfold": cfrec.data.kfold_split,
-    }
-    result = splitters[method](ratings, **options)
-    if method == "kfold":
-        result = result[fold]
+    result = make_split(ratings, _conf("split", split))
     return result.train, result.test
 
 
@@ -100,10 +92,11 @@ def scaling_sizes(low: int, high: int) -> list[int]:
 
 # -- models from their presets --------------------------------------------------------------------
 def _conf(group: str, name: str) -> dict[str, Any]:
-    path = files("cfrec.conf").joinpath(group, f"{name}.yaml")
-    if not path.is_file():
-        raise SystemExit(f"no cfrec/conf/{group}/{name}.yaml")
-    return dict(yaml.safe_load(path.read_text()) or {})
+    """``<group>=<name>`` as cfrec's apps compose it (schema and preset)."""
+    try:
+        return preset(group, name)
+    except ConfigError as err:
+        raise SystemExit(str(err)) from None
 
 
 def presets() -> list[str]:
@@ -114,24 +107,18 @@ def presets() -> list[str]:
     return [n for n in MODEL_ORDER if n in names] + [n for n in names if n not in MODEL_ORDER]
 
 
-def train_options(preset: str) -> dict[str, Any]:
-    """The training options of a preset: ``conf/train/<preset>.yaml`` if there is one, else
-    ``conf/train/default.yaml``; run-only keys (``resume``) dropped, no progress bar."""
-    group = files("cfrec.conf").joinpath("train")
-    options = _conf("train", preset if group.joinpath(f"{preset}.yaml").is_file() else "default")
+def train_options(name: str) -> dict[str, Any]:
+    """The training options of a preset: ``conf/train/<name>.yaml`` if there is one, else the
+    train section ``model=<name>`` composes to (the default, or the train preset the model preset
+    chooses); run-only keys (``resume``) dropped, no progress bar."""
+    if files("cfrec.conf").joinpath("train", f"{name}.yaml").is_file():
+        options = _conf("train", name)
+    else:
+        options = {**_conf("train", "default"), **model_preset(name, "model")[1]}
     options.pop("resume", None)
     return {**options, "progress": False}
 
 
-def model_preset(preset: str) -> dict[str, Any]:
-    """``conf/model/<preset>.yaml`` with its defaults list applied (e.g. ``objective: joint`` →
-    the ``objective`` key holds ``conf/model/objective/joint.yaml``), as Hydra composes it."""
-    options = _conf("model", preset)
-    for default in options.pop("defaults", None) or []:
-        if isinstance(default, dict):
-            for group, choice in default.items():
-                options[group] = {**_conf(f"model/{group}", str(choice)), **(options.get(group) or {})}
-    return options
 
 
 def new_model(entry: dict[str, Any], device: str) -> tuple[Recommender, dict[str, Any]]:
@@ -139,7 +126,7 @@ def new_model(entry: dict[str, Any], device: str) -> tuple[Recommender, dict[str
     a dict override of a group such as ``objective`` updates its keys) and its training options."""
     entry = dict(entry)
     preset = entry.pop("model")
-    options = model_preset(preset)
+    options = _conf("model", preset)
     for key, value in entry.items():
         options[key] = {**options[key], **value} if isinstance(value, dict) and isinstance(options.get(key), dict) else value
     name = str(options.pop("name", preset))
