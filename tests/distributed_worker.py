@@ -35,7 +35,7 @@ CASES: dict[str, tuple[type[FactorModel], dict[str, Any], dict[str, Any]]] = {
     "cf_weighted_mini_index": (CollaborativeFiltering, {"rank": 4, "objective": {"name": "weighted", "w0": 0.1}},
                                {**MINI, "layout": "index"}),
     # negatives drawn from the trainer's generator for the global batch order: 2 ranks = 1 process
-    "bpr_mini_index": (CollaborativeFiltering, {"rank": 4, "objective": {"name": "bpr", "negatives": 2}},
+    "bpr_mini_index": (CollaborativeFiltering, {"rank": 4, "objective": {"name": "bpr", "negatives": 2, "candidates": 3}},
                        {**MINI, "layout": "index"}),
     "content_mini_index": (ContentBased, {}, {**MINI, "layout": "index", "val_fraction": 0.1}),
     "cf_sgd_full_dense": (CollaborativeFiltering, {"rank": 4, "bias": False, "objective": "squared"},

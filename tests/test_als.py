@@ -163,3 +163,20 @@ def test_cg_sweeps_lower_J_every_epoch(small_split: Split) -> None:
 def test_cg_steps_must_be_a_non_negative_integer() -> None:
     with pytest.raises(ConfigError, match="als_cg_steps"):
         TrainConfig.from_dict({"als_cg_steps": -1})
+
+
+@pytest.mark.parametrize("preset, train", [
+    ("cf_weighted", {"optimizer": "als"}),
+    ("cf_fast", {"optimizer": "als", "epochs": 6, "val_fraction": 0.0}),
+    ("cf", {}),
+])
+def test_model_presets_choose_their_train_preset(preset: str, train: dict) -> None:
+    """A model preset may choose a train preset (override /train@_global_.train); the command line still wins."""
+    from cfrec.apps.schema import model_preset
+
+    assert model_preset(preset)[1] == train
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("cfrec.conf", version_base="1.3"):
+        cfg = compose("config", [f"model={preset}", "train.optimizer=adam"])
+    assert cfg.train.optimizer == "adam"

@@ -207,6 +207,7 @@ def test_models_come_from_every_preset() -> None:
     assert cli.parse_args([]).models == data.presets()
     model, options = data.new_model({"model": "cf_weighted"}, "cpu")
     assert not model.predicts_ratings and options["progress"] is False  # its objective preset, composed
+    assert options["optimizer"] == "als" and options["lr"] == 0.02  # the train preset it chooses, over the default
     assert model.config()["objective"]["name"] == "weighted" and model.config()["objective"]["w0"] == 0.3
     model, _ = data.new_model({"model": "cf_weighted", "objective": {"w0": 0.1}}, "cpu")
     assert model.config()["objective"]["w0"] == 0.1 and model.config()["rank"] == 128

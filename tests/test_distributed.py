@@ -56,7 +56,7 @@ def loss_and_gradient(model: CollaborativeFiltering, batch) -> dict[str, torch.T
 
 
 OBJECTIVES = {"squared": "squared", "weighted": {"name": "weighted", "w0": 0.1},
-              "joint": {"name": "joint", "rank": 3}, "bpr": {"name": "bpr", "negatives": 2}}
+              "joint": {"name": "joint", "rank": 3}, "bpr": {"name": "bpr", "negatives": 2, "candidates": 3}}
 
 
 @pytest.mark.parametrize("objective", list(OBJECTIVES))

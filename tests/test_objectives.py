@@ -112,7 +112,7 @@ def test_joint_objective_is_both_heads(tiny: Ratings, layout: str) -> None:
 
 
 def test_bpr_objective_is_the_brute_force_pairwise_loss(tiny: Ratings) -> None:
-    model = prepared(tiny, {"name": "bpr", "negatives": 3}, l2=0.7, l2_bias=0.2, l2_exponent=0.0)
+    model = prepared(tiny, {"name": "bpr", "negatives": 3, "candidates": 1}, l2=0.7, l2_bias=0.2, l2_exponent=0.0)
     layout = IndexLayout(tiny)
     batch = next(iter(model.training_batches(layout, None, torch.Generator().manual_seed(4))))
     h = head_numpy(model, False)
@@ -130,6 +130,26 @@ def test_bpr_objective_is_the_brute_force_pairwise_loss(tiny: Ratings) -> None:
     assert not torch.equal(other.negatives, batch.negatives)  # the generator, not a global RNG, draws them
 
 
+def test_bpr_hard_negatives_are_the_highest_scored_candidates(tiny: Ratings) -> None:
+    """candidates = c: each of the m negatives is the best-scored of its c draws (the layout draws m·c)."""
+    model = prepared(tiny, {"name": "bpr", "negatives": 2, "candidates": 3}, l2=0.7, l2_bias=0.2, l2_exponent=0.0)
+    batch = next(iter(model.training_batches(IndexLayout(tiny), None, torch.Generator().manual_seed(4))))
+    assert batch.negatives.shape == (len(tiny), 6)
+    h = head_numpy(model, False)
+
+    def score(u: int, i: int) -> float:
+        return float(h["theta"][u] @ h["x"][i] + h["bi"][i])
+
+    data = 0.0
+    for u, i, drawn in zip(batch.users.tolist(), batch.items.tolist(), batch.negatives.tolist()):
+        for group in (drawn[:3], drawn[3:]):
+            j = max(group, key=lambda c: score(u, c))
+            data += math.log1p(math.exp(-(score(u, i) - score(u, j))))
+    expected = data + penalty(h, 0.7, 0.2)
+    assert float(model(batch).total.detach()) == pytest.approx(expected, rel=1e-5)
+    assert model.objective.config() == {"name": "bpr", "negatives": 2, "candidates": 3}
+
+
 def test_bpr_refuses_the_dense_layout(tiny: Ratings) -> None:
     with pytest.raises(ConfigError, match="^train.layout:.*index"):
         CollaborativeFiltering(rank=2, objective="bpr").fit(tiny, {"layout": "dense", "epochs": 1})
@@ -139,6 +159,7 @@ def test_objective_options_are_checked_and_named() -> None:
     for options, key in (({"objective": "nope"}, "model.objective.name"),
                          ({"objective": {"name": "weighted", "w0": 2}}, "model.objective.w0"),
                          ({"objective": {"name": "bpr", "negatives": 0}}, "model.objective.negatives"),
+                         ({"objective": {"name": "bpr", "candidates": 1.5}}, "model.objective.candidates"),
                          ({"objective": {"name": "joint", "bogus": 1}}, "model.objective.bogus")):
         with pytest.raises(ConfigError) as caught:
             build_model("cf", options)

@@ -83,10 +83,17 @@ def test_resume_ends_with_identical_parameters(small_split: Split, layout: str, 
     straight = CollaborativeFiltering(rank=6, objective=objective)
     Trainer(config).fit(straight, small_split.train)
 
-    first = Trainer(config, callbacks=[lambda epoch, metrics, model: epoch == 3])  # interrupted after epoch 3
+    saved: dict = {}
+
+    def save_and_stop(epoch: int, metrics: dict, model) -> bool:
+        # saved after every epoch as cfrec.apps.fitting saves train_state.pt: before fit() ends and
+        # restore_best rewinds the parameters to the best epoch so far
+        saved.update(first.state_dict())
+        return epoch == 3  # interrupted after epoch 3
+
+    first = Trainer(config, callbacks=[save_and_stop])
     first.fit(CollaborativeFiltering(rank=6, objective=objective), small_split.train)
-    assert first.epoch == 3
-    saved = first.state_dict()
+    assert first.epoch == 3 and saved["epoch"] == 3
     resumed_model = CollaborativeFiltering(rank=6, objective=objective)
     second = Trainer(config)
     second.load_state_dict(saved)

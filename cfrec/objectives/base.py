@@ -28,6 +28,7 @@ from cfrec.data.ratings import Ratings
 from cfrec.errors import CfrecError, ConfigError
 from cfrec.models.losses import LossTerms
 from cfrec.train.batches import Batch, DenseLayout, IndexLayout
+from cfrec.validation import check_int, check_number
 
 if TYPE_CHECKING:  # the models import the objectives
     from cfrec.models.factor import FactorModel
@@ -138,12 +139,10 @@ def check_options(name: str, options: dict[str, Any], allowed: dict[str, Any]) -
 
 
 def non_negative(key: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ConfigError(f"objective.{key}", f"must be a non-negative number, got {value!r}")
-    return float(value)
+    """An objective's option ``key`` as a number >= 0 (`cfrec.validation`; errors name ``objective.<key>``)."""
+    return check_number(f"objective.{key}", value, 0.0)
 
 
 def positive_int(key: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"objective.{key}", f"must be a positive integer, got {value!r}")
-    return value
+    """An objective's option ``key`` as an integer >= 1 (errors name ``objective.<key>``)."""
+    return check_int(f"objective.{key}", value, 1)

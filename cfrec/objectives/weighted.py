@@ -16,12 +16,12 @@ import torch
 from torch import Tensor
 
 from cfrec.data.ratings import Ratings
-from cfrec.errors import ConfigError
 from cfrec.models.losses import LossTerms
 from cfrec.objectives.base import Objective, check_options, ranking_validation
 from cfrec.objectives.squared import binary_targets, head_loss
 from cfrec.train import als
 from cfrec.train.batches import Batch
+from cfrec.validation import check_choice, check_number
 
 if TYPE_CHECKING:
     from cfrec.models.factor import FactorModel
@@ -32,15 +32,11 @@ TARGETS = ("rating", "binary")
 
 
 def check_w0(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise ConfigError("objective.w0", f"must lie in (0, 1], got {value!r}")
-    return float(value)
+    return check_number("objective.w0", value, 0.0, 1.0, open_low=True)
 
 
 def check_target(value: object) -> str:
-    if value not in TARGETS:
-        raise ConfigError("objective.target", f"must be one of {', '.join(TARGETS)}; got {value!r}")
-    return str(value)
+    return str(check_choice("objective.target", value, TARGETS))
 
 
 class WeightedMask(Objective):

@@ -226,7 +226,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models", nargs="+", default=None, help="conf/model presets of the models section (default: all)")
     parser.add_argument("--peers", nargs="+", default=None, choices=list(PEERS), metavar="PEER",
                         help=f"peers of the peers section (default: all: {', '.join(PEERS)})")
-    parser.add_argument("--peer-cfrec", nargs="*", default=None, help="cfrec presets interleaved with the peers (default: cf cf_weighted)")
+    parser.add_argument("--peer-cfrec", nargs="*", default=None, help="cfrec presets interleaved with the peers (default: cf cf_fast cf_weighted)")
     parser.add_argument("--device", nargs="+", default=["cpu"], choices=["cpu", "cuda"],
                         help="run the suite on each (cuda skipped with a note where there is no GPU)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each measurement (median, min–max)")

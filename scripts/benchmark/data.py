@@ -27,7 +27,7 @@ SHAPES = {
              "and ML-25M: 162,541 users × 59,047 movies at 25M ratings; density falls as the data grows)",
 }
 # preferred order of the models table; presets not listed follow in name order
-MODEL_ORDER = ("global_mean", "bias", "popularity", "user_knn", "item_knn", "cf", "cf_weighted", "content")
+MODEL_ORDER = ("global_mean", "bias", "popularity", "user_knn", "item_knn", "cf", "cf_fast", "cf_weighted", "content")
 
 
 def shape_exponents(shape: str) -> tuple[float, float]:
@@ -126,7 +126,10 @@ def new_model(entry: dict[str, Any], device: str) -> tuple[Recommender, dict[str
     a dict override of a group such as ``objective`` updates its keys) and its training options."""
     entry = dict(entry)
     preset = entry.pop("model")
-    options = _conf("model", preset)
+    try:
+        options = model_preset(preset, "model")[0]  # composed in the full config: a preset may choose a train preset
+    except ConfigError as err:
+        raise SystemExit(str(err)) from None
     for key, value in entry.items():
         options[key] = {**options[key], **value} if isinstance(value, dict) and isinstance(options.get(key), dict) else value
     name = str(options.pop("name", preset))

@@ -31,7 +31,7 @@ from cfrec.models.base import Recommender
 from .data import fit_fresh
 
 EASE_LAMBDAS = (50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)
-CFREC_MODELS = ("cf", "cf_weighted")  # the cfrec presets interleaved with the peers
+CFREC_MODELS = ("cf", "cf_fast", "cf_weighted")  # the cfrec presets interleaved with the peers
 
 
 class PeerModel(Recommender):
