@@ -144,7 +144,7 @@ def test_scaling_section(suite: tuple[dict[str, Any], Path]) -> None:
     for point in curve["points"]:
         assert point["fit_seconds"] > 0 and point["us_per_pair"] > 0 and 0 < point["test_rmse"] < 4
     slopes = curve["slopes"]
-    for name in ("cf_dense", "cf_index", "content"):
+    for name in ("cf_dense", "cf_index", "cf_sparse", "content"):
         assert math.isfinite(slopes[name]["epoch_seconds"])
     for name in sections.SCALING_MODELS:
         assert math.isfinite(slopes[name]["fit_seconds"]) and math.isfinite(slopes[name]["us_per_pair"])

@@ -24,7 +24,8 @@ from cfrec.models.baseline import fit_biases
 from cfrec.models.foldin import FoldedUsers, solve_users
 from cfrec.models.losses import Factors, LossTerms, Penalty
 from cfrec.objectives import NotSupported, Objective, make_objective
-from cfrec.train.batches import Batch
+from cfrec.train.batches import Batch, IndexBatch
+from cfrec.train.sparse import SparseSteps
 from cfrec.train.config import TrainConfig
 from cfrec.train.trainer import EpochCallback, Trainer
 from cfrec.validation import check_number
@@ -77,6 +78,7 @@ class FactorModel(Recommender, nn.Module):
             for name in PREFERENCE_HEAD:
                 setattr(self, name, nn.Parameter(torch.zeros(0)))
         self.history: list[dict[str, float]] = []  # per-epoch metrics of the last fit
+        self._sparse: SparseSteps | None = None  # row-sparse training steps (train.optimizer: sparse_adam)
 
     # -- what the model is (declared by its objective) ------------------------------------
     @property
@@ -103,6 +105,11 @@ class FactorModel(Recommender, nn.Module):
     @property
     def has_preference_head(self) -> bool:
         return self.objective.preference_head
+
+    @property
+    def sparse_steps(self) -> bool:
+        """Whether the objective's loss has a row-sparse form (`cfrec.train.sparse`)."""
+        return self.objective.sparse_steps
 
     # -- the item side, owned by subclasses ---------------------------------------------
     @property
@@ -156,6 +163,20 @@ class FactorModel(Recommender, nn.Module):
         self.objective.init_heads(self, train, generator)
         self.to(device)
         self._preference_weights = tuple(None if w is None else w.to(device) for w in self._preference_weights)
+        self._sparse = None
+
+    def use_sparse_steps(self, train: Ratings, device: torch.device) -> None:
+        """Train with row-sparse steps from now on (the trainer calls it after ``prepare``)."""
+        if not self.sparse_steps:
+            raise NotSupported(f"the {self.objective.name} objective has no row-sparse steps")
+        self._sparse = SparseSteps(train, device, self.parameters())
+
+    def sparse_args(self, batch: Batch, head: str) -> dict[str, Any]:
+        """The ``head_loss`` arguments of row-sparse steps for ``head`` (``rating`` | ``preference``):
+        none with ordinary steps or a dense batch."""
+        if self._sparse is None or not isinstance(batch, IndexBatch):
+            return {}
+        return self._sparse.args(batch, head)
 
     def init_biases_from_baseline(self, train: Ratings) -> None:
         """μ, b_u, b_i start from the closed-form bias baseline of the same λ_b."""
@@ -216,6 +237,8 @@ class FactorModel(Recommender, nn.Module):
 
     def training_batches(self, layout, batch_size: int | None, generator: torch.Generator) -> Iterator[Batch]:
         """The epoch's batches, drawn by the objective (used by the trainer)."""
+        if self._sparse is not None:
+            self._sparse.new_epoch()
         return self.objective.batches(layout, batch_size, generator)
 
     def als_sweep(self, data, cg_steps: int = 0) -> None:

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from cfrec.train.sparse import pair_dots, take_rows
+
 
 @dataclass(frozen=True)
 class Factors:
@@ -183,3 +185,87 @@ def triple_penalty(
 def share_penalty(f: Factors, pen: Penalty, batch) -> Tensor:
     """`triple_penalty` of an index-layout batch."""
     return triple_penalty(f, pen, batch.users, batch.items, batch.user_share, batch.item_share, batch.fraction)
+
+
+def augment_users(theta: Tensor, user_bias: Tensor | None, mean: Tensor | None) -> Tensor:
+    """θ̃ rows [θ, b_u + μ, 1] (plain θ without biases), as `Factors.augmented` builds them."""
+    if user_bias is None:
+        return theta
+    return torch.cat([theta, (user_bias + mean)[:, None], torch.ones_like(user_bias)[:, None]], dim=1)
+
+
+def augment_items(x: Tensor, item_bias: Tensor | None) -> Tensor:
+    """x̃ rows [x, 1, b_i] (plain x without biases)."""
+    if item_bias is None:
+        return x
+    return torch.cat([x, torch.ones_like(item_bias)[:, None], item_bias[:, None]], dim=1)
+
+
+def sparse_index_loss(
+    f: Factors, pen: Penalty, rows, values: Tensor, *, w0: float | None = None, gramians=None,
+    orphans: tuple[Tensor, Tensor] | None = None,
+) -> LossTerms:
+    """`index_loss` of a batch whose gradient touches only the batch's rows (`cfrec.train.sparse`).
+
+    ``rows`` (`BatchRows`) names the batch's distinct users and items, its triples' order and each
+    row's penalty share; each parameter's rows are gathered once, with a sparse gradient, and the
+    triples' θ_uᵀx_i come from them without an (n, k) gather (`pair_dots`). ``values`` (n,) are in
+    the batch's order. The penalty is each row's share of it, as in `index_loss` with shares. With
+    ``w0`` the unrated cells' closed form w₀/2 Σ_all ŷ² enters through the Gramians (``gramians``:
+    `Gramians`, exact at this step): since Σ_all ŷ² = Σ_u θ̃_uᵀ G_X θ̃_u = Σ_i x̃_iᵀ G_Θ x̃_i, each
+    row carries its share s of
+
+        w₀/4 (θ̃_uᵀ G_X θ̃_u + x̃_iᵀ G_Θ x̃_i),  gradient w₀ s G_X θ̃_u to θ̃_u and w₀ s G_Θ x̃_i to x̃_i,
+
+    the full gradient of w₀/2 Σ_all ŷ² over an epoch (Krichene et al., ICLR 2019). Rows without
+    any rating (``orphans``: user and item codes) are in no batch but in that sum: every batch
+    carries them with its share of all ratings, as the dense closed form does every row.
+    """
+    theta, x = take_rows(f.theta, rows.users), take_rows(f.x, rows.items)  # (m_u, k), (m_i, k)
+    pred = pair_dots(theta, x, rows)  # (n,) user-major
+    user_bias = item_bias = None
+    if f.biased:
+        user_bias, item_bias = take_rows(f.user_bias, rows.users), take_rows(f.item_bias, rows.items)
+        pred = pred + f.mean + user_bias.index_select(0, rows.user_pos) + item_bias.index_select(0, rows.item_pos)
+    err = pred - values.index_select(0, rows.order)  # (n,)
+    data = 0.5 * torch.dot(err, err)
+    blocks = [(rows.users, rows.items, theta, x, user_bias, item_bias, rows.user_share, rows.item_share)]
+    if w0 is not None and orphans is not None and (len(orphans[0]) or len(orphans[1])):
+        ou, oi = orphans
+        blocks.append((ou, oi, take_rows(f.theta, ou), take_rows(f.x, oi),
+                       None if f.user_bias is None else take_rows(f.user_bias, ou),
+                       None if f.item_bias is None else take_rows(f.item_bias, oi),
+                       rows.user_share.new_full((len(ou),), rows.fraction),
+                       rows.item_share.new_full((len(oi),), rows.fraction)))
+    if w0 is not None:
+        gram_theta, gram_x = gramians.current(*full_rows(f))
+        q, seen = data.new_zeros(()), []
+        for users, items, b_theta, b_x, b_ub, b_ib, su, si in blocks:
+            theta_aug, x_aug = augment_users(b_theta, b_ub, f.mean), augment_items(b_x, b_ib)  # (m_u, k'), (m_i, k')
+            with torch.no_grad():
+                pull_u, pull_i = theta_aug @ gram_x, x_aug @ gram_theta  # G_X θ̃_u, G_Θ x̃_i (detached)
+            q = q + torch.dot(su, (theta_aug * pull_u).sum(dim=1)) + torch.dot(si, (x_aug * pull_i).sum(dim=1))
+            seen.append((users, theta_aug, items, x_aug))
+        data = data - 0.5 * w0 * torch.dot(pred, pred) + w0 * q - 0.75 * w0 * q.detach()  # value w₀/4 q, gradient of w₀ q
+        gramians.remember(*(torch.cat(parts) for parts in zip(*seen)))
+    reg = data.new_zeros(())
+    for users, items, b_theta, b_x, b_ub, b_ib, su, si in blocks:
+        user_weight = None if pen.user_weight is None else pen.user_weight.index_select(0, users)
+        item_weight = None if pen.item_weight is None else pen.item_weight.index_select(0, items)
+        reg = reg + _penalty(Penalty(pen.l2_user, pen.l2_item, pen.l2_bias, user_weight, item_weight),
+                             b_theta, b_x, b_ub, b_ib, su, si)
+    return LossTerms(data, reg)
+
+
+def full_rows(f: Factors):
+    """(user_rows, item_rows): the augmented rows of ``f`` at given codes (all for None), detached."""
+
+    def user_rows(codes: Tensor | None) -> Tensor:
+        pick = (lambda t: t) if codes is None else (lambda t: t.index_select(0, codes))
+        return augment_users(pick(f.theta), None if f.user_bias is None else pick(f.user_bias), f.mean).detach()
+
+    def item_rows(codes: Tensor | None) -> Tensor:
+        pick = (lambda t: t) if codes is None else (lambda t: t.index_select(0, codes))
+        return augment_items(pick(f.x), None if f.item_bias is None else pick(f.item_bias)).detach()
+
+    return user_rows, item_rows

@@ -55,6 +55,7 @@ class Objective:
     layouts: ClassVar[tuple[str, ...]] = ("dense", "index")
     preference_head: ClassVar[bool] = False  # a second set of factors beside the rating head
     solves_exactly: ClassVar[bool] = False  # J is a ridge problem per row: ``train.optimizer=als`` can solve it
+    sparse_steps: ClassVar[bool] = False  # its index-layout loss has a row-sparse form (train.optimizer: sparse_adam)
 
     @property
     def validation_keys(self) -> tuple[str, ...]:

@@ -51,6 +51,7 @@ class Joint(Objective):
     monitor = "val_rmse"
     preference_head = True
     solves_exactly = True
+    sparse_steps = True
 
     def __init__(self, **options: Any):
         options = check_options(self.name, options, DEFAULTS)
@@ -70,9 +71,10 @@ class Joint(Objective):
         model.add_preference_head(train, self.rank, self.l2_exponent, generator)
 
     def loss(self, model: "FactorModel", batch: Batch) -> LossTerms:
-        rating = head_loss(model.factors(), model.penalty(), batch)
+        rating = head_loss(model.factors(), model.penalty(), batch, **model.sparse_args(batch, "rating"))
         targets = None if self.target == "rating" else binary_targets(batch)
-        preference = head_loss(model.preference_factors(), model.preference_penalty(), batch, targets=targets, w0=self.w0)
+        preference = head_loss(model.preference_factors(), model.preference_penalty(), batch, targets=targets, w0=self.w0,
+                               **model.sparse_args(batch, "preference"))
         return LossTerms(rating.data + self.weight * preference.data, rating.reg + self.weight * preference.reg)
 
     def als_sweep(self, model: "FactorModel", data: "AlsData", cg_steps: int = 0) -> None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from cfrec.models.losses import LossTerms, dense_loss, index_loss
+from cfrec.models.losses import LossTerms, dense_loss, index_loss, sparse_index_loss
 from cfrec.train import als
 from cfrec.objectives.base import Objective, check_options
 from cfrec.train.batches import Batch, DenseBatch
@@ -26,6 +26,7 @@ class Squared(Objective):
 
     name = "squared"
     solves_exactly = True
+    sparse_steps = True
 
     def __init__(self, **options: Any):
         check_options(self.name, options, {})
@@ -34,7 +35,7 @@ class Squared(Objective):
         als.sweep(model.factors(), model.penalty(), data, cg_steps=cg_steps)
 
     def loss(self, model: "FactorModel", batch: Batch) -> LossTerms:
-        return head_loss(model.factors(), model.penalty(), batch)
+        return head_loss(model.factors(), model.penalty(), batch, **model.sparse_args(batch, "rating"))
 
     def fold_in(self, model: "FactorModel", items: Tensor, values: Tensor, users: Tensor, n_users: int) -> "FoldedUsers":
         from cfrec.models.foldin import FoldedUsers, seen_matrix
@@ -43,8 +44,17 @@ class Squared(Objective):
         return FoldedUsers(model, rating, rating, seen_matrix(users, items, n_users, model.n_items))
 
 
-def head_loss(factors, penalty, batch: Batch, *, targets: Tensor | None = None, w0: float | None = None) -> LossTerms:
-    """The squared loss of one head on a batch of either layout (``targets`` replace the ratings)."""
+def head_loss(
+    factors, penalty, batch: Batch, *, targets: Tensor | None = None, w0: float | None = None,
+    rows=None, gramians=None, orphans=None,
+) -> LossTerms:
+    """The squared loss of one head on a batch of either layout (``targets`` replace the ratings).
+
+    With ``rows`` (row-sparse steps, `FactorModel.sparse_args`): `sparse_index_loss`, the same J
+    whose gradient touches only the batch's rows (and ``orphans``, the head's rows without ratings)."""
+    if rows is not None:
+        values = batch.values if targets is None else targets
+        return sparse_index_loss(factors, penalty, rows, values, w0=w0, gramians=gramians, orphans=orphans)
     if isinstance(batch, DenseBatch):
         Y = batch.Y if targets is None else targets
         return dense_loss(factors, penalty, Y, batch.R, rows=batch.rows, fraction=batch.fraction, w0=w0)

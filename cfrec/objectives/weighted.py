@@ -47,6 +47,7 @@ class WeightedMask(Objective):
     ranks_by = "preference"
     monitor = "val_ndcg@10"
     solves_exactly = True
+    sparse_steps = True
 
     def __init__(self, **options: Any):
         options = check_options(self.name, options, {"w0": 0.3, "target": "rating"})
@@ -62,7 +63,8 @@ class WeightedMask(Objective):
         return None if self.target == "rating" else binary_targets(batch)
 
     def loss(self, model: "FactorModel", batch: Batch) -> LossTerms:
-        return head_loss(model.factors(), model.penalty(), batch, targets=self.targets(batch), w0=self.w0)
+        return head_loss(model.factors(), model.penalty(), batch, targets=self.targets(batch), w0=self.w0,
+                         **model.sparse_args(batch, "rating"))
 
     def als_sweep(self, model: "FactorModel", data: "AlsData", cg_steps: int = 0) -> None:
         targets = data if self.target == "rating" else data.with_targets(1.0)

@@ -11,7 +11,8 @@ from cfrec.errors import ConfigError
 from cfrec.threads import parse_threads
 from cfrec.validation import check_bool, check_choice, check_int, check_keys, check_number
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "als")
+OPTIMIZERS = ("adam", "adamw", "sgd", "als", "sparse_adam")
+SPARSE_OPTIMIZERS = ("sparse_adam",)  # steps that touch only the rows a batch holds (cfrec.train.sparse)
 SCHEDULES = ("constant", "cosine", "exponential")
 LAYOUTS = ("auto", "dense", "index")
 MONITORS = ("auto", "loss", "val_rmse", "val_mae", "val_accuracy", "val_recall@10", "val_recall@50",
@@ -27,12 +28,15 @@ class TrainConfig:
     The defaults were tuned on MovieLens 1M for `CollaborativeFiltering` (and suit
     `ContentBased`); ``docs/learned_models.md`` shows the sweep.
 
-    - ``optimizer``: ``adam``, ``adamw``, ``sgd`` or ``als`` (alternating least squares: each
-      epoch solves every user's, then every movie's ridge system exactly, `cfrec.train.als`;
-      squared, weighted and joint objectives; ``lr``, ``batch_size`` and the schedule unused;
-      ``als_cg_steps`` > 0 takes that many conjugate-gradient steps per row instead of exact
-      solves, cheaper at large ranks); ``lr`` its learning rate, ``momentum`` SGD's
-      momentum, ``weight_decay`` the optimizer's own decay (on top of the loss's λ; 0 = none).
+    - ``optimizer``: ``adam``, ``adamw``, ``sgd``, ``als`` or ``sparse_adam``. ``als``: alternating
+      least squares: each epoch solves every user's, then every movie's ridge system exactly,
+      `cfrec.train.als`; squared, weighted and joint objectives; ``lr``, ``batch_size`` and the
+      schedule unused; ``als_cg_steps`` > 0 takes that many conjugate-gradient steps per row
+      instead of exact solves, cheaper at large ranks. ``sparse_adam``: lazy Adam on the rows each
+      index-layout batch holds, the weighted mask's all-cells term through exact Gramians: a step
+      costs O(batch) at any catalog size; one process, no ``weight_decay``; `cfrec.train.sparse`.
+      ``lr`` the learning rate, ``momentum`` SGD's momentum, ``weight_decay`` the optimizer's own
+      decay (on top of the loss's λ; 0 = none).
       The optimizer sees J divided by the ratings per batch, so ``lr`` does not depend on
       ``batch_size``.
     - ``epochs``: passes over the training ratings; ``batch_size``: ratings per step (``None`` =
@@ -100,6 +104,8 @@ class TrainConfig:
         check_number("lr_min_ratio", self.lr_min_ratio, 0, 1)
         check_number("gamma", self.gamma, 0, 1, open_low=True)
         check_number("val_fraction", self.val_fraction, 0, 1, open_high=True)
+        if self.weight_decay and self.optimizer in SPARSE_OPTIMIZERS:
+            raise ConfigError("weight_decay", f"{self.optimizer} has none (it would touch every row); the loss's l2 regularises")
         if self.patience is not None:
             check_int("patience", self.patience, 1)
         check_number("min_delta", self.min_delta, 0)
@@ -113,6 +119,9 @@ class TrainConfig:
         check_int("als_cg_steps", self.als_cg_steps, 0)
         check_bool("restore_best", self.restore_best)
         check_bool("distributed", self.distributed)
+        if self.distributed and self.optimizer in SPARSE_OPTIMIZERS:
+            raise ConfigError("optimizer", f"{self.optimizer} trains in one process (its Gramians follow the rows "
+                              "this process steps); use adam with distributed")
 
     @classmethod
     def from_dict(cls, options: Mapping[str, Any] | None = None, base: "TrainConfig | None" = None) -> "TrainConfig":

@@ -25,8 +25,9 @@ from cfrec.errors import ConfigError, TrainingDiverged
 from cfrec.train import distributed
 from cfrec.train.als import AlsData
 from cfrec.train.batches import Batch, IndexBatch, choose_layout
-from cfrec.train.config import TrainConfig, monitor_mode
+from cfrec.train.config import SPARSE_OPTIMIZERS, TrainConfig, monitor_mode
 from cfrec.train.distributed import Group
+from cfrec.train.sparse import RowAdam, grad_values
 
 if TYPE_CHECKING:  # the models import the trainer
     from cfrec.models.losses import LossTerms
@@ -138,14 +139,19 @@ class Trainer:
                               f"{', '.join(model.validation_keys)}")
         if cfg.optimizer == "als":
             check_als(model, group)
+        sparse = cfg.optimizer in SPARSE_OPTIMIZERS
+        if sparse:
+            self._check_sparse(model)
         fit_part, val = self._carve_validation(train)
         self.batch_size = cfg.effective_batch_size(len(fit_part))
         if cfg.optimizer == "als":
             layout = AlsLayout(fit_part, device)
         else:
-            layout = choose_layout(cfg.layout, fit_part, device, cfg.dense_max_cells, self.batch_size, group.shard,
-                                   allowed=model.layouts)
+            layout = choose_layout("index" if sparse and cfg.layout == "auto" else cfg.layout, fit_part, device,
+                                   cfg.dense_max_cells, self.batch_size, group.shard, allowed=model.layouts)
         model.prepare(fit_part, torch.Generator().manual_seed(cfg.seed), device)
+        if sparse:
+            model.use_sparse_steps(fit_part, device)
         self.model = model
         step_model = group.wrap(model)
         self.optimizer = self._make_optimizer(model)
@@ -204,7 +210,7 @@ class Trainer:
             terms = step_model(batch)
             self.optimizer.zero_grad(set_to_none=True)
             (terms.total * scale).backward()  # with DDP: the gradient of the whole batch on every rank
-            norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+            norm = torch.nn.utils.get_total_norm([grad_values(p.grad) for p in params if p.grad is not None])
             batch_terms = group.sum(torch.stack([terms.data.detach(), terms.reg.detach()]))  # J's data, reg
             _check_finite(batch_terms.sum(), norm, epoch, step, self.config.lr)  # the step's one device sync
             self.optimizer.step()
@@ -256,11 +262,23 @@ class Trainer:
             return train, None
         return split.train, split.test
 
+    def _check_sparse(self, model: Trainable) -> None:
+        """Row-sparse steps need an objective with a row-sparse loss and the index layout."""
+        cfg = self.config
+        if not getattr(model, "sparse_steps", False):
+            name = getattr(getattr(model, "objective", None), "name", type(model).__name__)
+            raise ConfigError("train.optimizer", f"{cfg.optimizer}: {name} has no row-sparse loss; use adam")
+        if cfg.layout == "dense":
+            raise ConfigError("train.layout", f"dense: {cfg.optimizer} steps the rows of index-layout batches; "
+                              "use layout index or auto")
+
     def _make_optimizer(self, model: Trainable) -> torch.optim.Optimizer | None:
         cfg = self.config
         if cfg.optimizer == "als":  # closed-form sweeps: no gradient optimizer
             return None
         params = [p for p in model.parameters() if p.requires_grad]
+        if cfg.optimizer == "sparse_adam":  # lazy Adam on the rows each batch holds (cfrec.train.sparse)
+            return RowAdam(params, lr=cfg.lr)
         # fused kernels: one pass over each tensor per step instead of a dozen (CPU and CUDA)
         if cfg.optimizer == "sgd":
             return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=True)

@@ -299,7 +299,7 @@ def scaling_plot(curve: dict[str, Any], path: Path) -> Path:
     from matplotlib.figure import Figure
 
     panels = {
-        "learned models: seconds per epoch": ("epoch_seconds", ("cf_dense", "cf_index", "content")),
+        "learned models: seconds per epoch": ("epoch_seconds", ("cf_dense", "cf_index", "cf_sparse", "content")),
         "KNN: fit seconds": ("fit_seconds", ("user_knn", "item_knn")),
         "prediction µs per pair": ("us_per_pair", tuple(SCALING_MODELS)),
         "memory above the loaded data (MiB)": ("model_rss_mb", tuple(SCALING_MODELS)),

@@ -41,6 +41,7 @@ KNN_VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
 SCALING_MODELS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "cf_dense": ({"model": "cf"}, {"layout": "dense"}),
     "cf_index": ({"model": "cf"}, {"layout": "index"}),
+    "cf_sparse": ({"model": "cf"}, {"optimizer": "sparse_adam"}),  # row-sparse steps (index layout)
     "content": ({"model": "content"}, {}),
     "user_knn": ({"model": "user_knn"}, {}),
     "item_knn": ({"model": "item_knn"}, {}),

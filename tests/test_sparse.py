@@ -1,0 +1,180 @@
+"""Row-sparse steps (train.optimizer=sparse_adam): the same J and gradient as the dense closed form,
+Gramians kept exact, a row-wise Adam that touches only the batch's rows, and the trainer's contract."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cfrec.data import Ratings, Split, synthetic
+from cfrec.errors import ConfigError
+from cfrec.models import CollaborativeFiltering, ContentBased
+from cfrec.models.losses import full_rows
+from cfrec.train import TrainConfig, Trainer
+from cfrec.train.batches import IndexLayout
+from cfrec.train.sparse import Gramians, RowAdam
+
+OBJECTIVES = [
+    "squared",
+    {"name": "weighted", "w0": 0.2, "target": "rating"},
+    {"name": "weighted", "w0": 0.3, "target": "binary"},
+    {"name": "joint", "rank": 2, "l2": 1.5, "l2_bias": 0.4, "w0": 0.25, "weight": 0.6},
+]
+
+
+@pytest.fixture(scope="module")
+def holed() -> Ratings:
+    """14 users × 10 items; user 0 and item 0 have no rating (rows only the all-cells term reaches)."""
+    ratings = synthetic(n_users=14, n_items=10, n_ratings=80, rank=2, seed=5).ratings
+    return ratings.subset((ratings.users != 0) & (ratings.items != 0))
+
+
+def prepared(ratings: Ratings, objective) -> CollaborativeFiltering:
+    """A model for ``ratings`` with random parameters everywhere (orphan rows and biases included)."""
+    model = CollaborativeFiltering(rank=3, objective=objective, init_scale=0.5, l2=0.7, l2_bias=0.2, l2_exponent=0.5)
+    model.prepare(ratings, torch.Generator().manual_seed(0), torch.device("cpu"))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.4)
+        if model.objective.name != "weighted":  # a squared head's rows without ratings sit at their optimum 0
+            for p in (model.theta, model.x, model.user_bias, model.item_bias):
+                p[0] = 0.0
+    return model
+
+
+def loss_and_grads(model, batches) -> tuple[float, dict[str, torch.Tensor]]:
+    """Σ over ``batches`` of J's terms and of their gradients, the parameters held fixed."""
+    total, grads = 0.0, {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for batch in batches:
+        model.zero_grad(set_to_none=True)
+        terms = model(batch)
+        terms.total.backward()
+        total += float(terms.total.detach())
+        for name, p in model.named_parameters():
+            if p.grad is not None:
+                grads[name] += p.grad.to_dense()
+    return total, grads
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_an_epoch_of_sparse_batches_is_j_and_its_gradient(holed: Ratings, objective) -> None:
+    """At fixed parameters the sparse batches of an epoch add up to the full-batch J (checked against
+    brute force in test_objectives) and to its gradient, every row included, orphans too."""
+    model = prepared(holed, objective)
+    layout = IndexLayout(holed)
+    full = next(iter(model.training_batches(layout, None, torch.Generator())))
+    expected, expected_grads = loss_and_grads(model, [full])
+    model.use_sparse_steps(holed, torch.device("cpu"))
+    batches = list(model.training_batches(layout, 9, torch.Generator().manual_seed(2)))
+    assert len(batches) > 5
+    total, grads = loss_and_grads(model, batches)
+    assert total == pytest.approx(expected, rel=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected_grads[name], rtol=1e-4, atol=1e-5, msg=name)
+    if objective != "squared":  # the all-cells term reaches the rows without a rating
+        assert grads["pref_x" if "pref_x" in grads else "x"][0].abs().sum() > 0
+
+
+def test_sparse_gradients_name_only_the_batch_rows(holed: Ratings) -> None:
+    model = prepared(holed, "squared")
+    model.use_sparse_steps(holed, torch.device("cpu"))
+    batch = next(iter(model.training_batches(IndexLayout(holed), 5, torch.Generator().manual_seed(0))))
+    model(batch).total.backward()
+    assert model.theta.grad.is_sparse
+    assert set(model.theta.grad.coalesce().indices()[0].tolist()) == set(batch.users.tolist())
+    assert set(model.item_bias.grad.coalesce().indices()[0].tolist()) == set(batch.items.tolist())
+
+
+def test_gramians_follow_the_rows_a_step_changes(holed: Ratings) -> None:
+    model = prepared(holed, {"name": "weighted", "w0": 0.3})
+    f = model.factors()
+    gramians = Gramians()
+    users, items = torch.tensor([1, 4, 7]), torch.tensor([2, 3])
+    user_rows, item_rows = full_rows(f)
+    gramians.current(user_rows, item_rows)
+    gramians.remember(users, user_rows(users), items, item_rows(items))
+    with torch.no_grad():  # a step moves exactly the remembered rows
+        model.theta[users] += 0.3
+        model.user_bias[users] -= 0.2
+        model.item_bias[items] += 0.5
+    g_theta, g_x = gramians.current(*full_rows(model.factors()))
+    theta, x = full_rows(model.factors())[0](None), full_rows(model.factors())[1](None)
+    torch.testing.assert_close(g_theta, theta.T @ theta, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(g_x, x.T @ x, rtol=1e-5, atol=1e-5)
+
+
+def test_row_adam_steps_the_named_rows_as_adam_and_leaves_the_others() -> None:
+    """The step of torch's SparseAdam (lazy Adam), as the Adam formula on the batch's rows; other rows
+    and their moments bit-unchanged."""
+    g = torch.Generator().manual_seed(0)
+    start = torch.randn(8, 3, generator=g)
+    ours, ref = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    row_adam, sparse_adam = RowAdam([ours], lr=0.1), torch.optim.SparseAdam([ref], lr=0.1)
+    m, v = torch.zeros(8, 3), torch.zeros(8, 3)
+    for step, rows in enumerate([[0, 2, 5], [2, 3], [5, 6, 7, 0]], start=1):
+        rows = torch.tensor(rows)
+        values = torch.randn(len(rows), 3, generator=g)
+        before, moments = ours.detach().clone(), row_adam.state[ours].get("exp_avg", torch.zeros(8, 3)).clone()
+        for p, opt in ((ours, row_adam), (ref, sparse_adam)):
+            p.grad = torch.sparse_coo_tensor(rows[None], values, (8, 3), check_invariants=True)
+            opt.step()
+        m[rows] = 0.9 * m[rows] + 0.1 * values
+        v[rows] = 0.999 * v[rows] + 0.001 * values**2
+        step_size = 0.1 * (1 - 0.999**step) ** 0.5 / (1 - 0.9**step)
+        expected = before.clone()
+        expected[rows] -= step_size * m[rows] / (v[rows].sqrt() + 1e-8)
+        torch.testing.assert_close(ours.detach(), ref.detach(), rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(ours.detach(), expected, rtol=1e-6, atol=1e-7)
+        others = torch.ones(8, dtype=torch.bool)
+        others[rows] = False
+        assert torch.equal(ours.detach()[others], before[others])
+        assert torch.equal(row_adam.state[ours]["exp_avg"][others], moments[others])
+
+
+def test_sparse_adam_resumes_bit_identically(small_split: Split) -> None:
+    config = TrainConfig.from_dict({"epochs": 5, "batch_size": 2000, "lr": 0.02, "optimizer": "sparse_adam",
+                                    "val_fraction": 0.1})
+    straight = CollaborativeFiltering(rank=6, objective="joint")
+    Trainer(config).fit(straight, small_split.train)
+    first = Trainer(config, callbacks=[lambda epoch, metrics, model: epoch == 2])
+    first.fit(CollaborativeFiltering(rank=6, objective="joint"), small_split.train)
+    second = Trainer(config)
+    second.load_state_dict(first.state_dict())
+    resumed = second.fit(CollaborativeFiltering(rank=6, objective="joint"), small_split.train)
+    for name, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+
+
+def test_sparse_adam_trains_as_well_as_adam(small_split: Split) -> None:
+    options = {"epochs": 10, "batch_size": 1000, "lr": 0.02, "val_fraction": 0.0}
+    rmse = {}
+    for optimizer in ("adam", "sparse_adam"):
+        model = CollaborativeFiltering(rank=4, objective="joint").fit(small_split.train, {**options, "optimizer": optimizer})
+        pred = model.predict(torch.as_tensor(small_split.test.users), torch.as_tensor(small_split.test.items))
+        rmse[optimizer] = float((pred - torch.as_tensor(small_split.test.values)).square().mean().sqrt())
+        assert model.history[-1]["loss"] < model.history[0]["loss"]
+    assert rmse["sparse_adam"] < rmse["adam"] * 1.05
+
+
+def test_content_model_trains_with_sparse_steps(small_split: Split) -> None:
+    model = ContentBased(item_features=torch.randn(small_split.train.n_items, 5, generator=torch.Generator().manual_seed(0)).numpy())
+    model.fit(small_split.train, {"epochs": 2, "optimizer": "sparse_adam", "batch_size": 1000})
+    assert model.history[-1]["loss"] < model.history[0]["loss"]
+
+
+@pytest.mark.parametrize(("options", "objective", "key"), [
+    ({"layout": "dense"}, "squared", "train.layout"),
+    ({}, "bpr", "train.optimizer"),
+])
+def test_sparse_adam_refuses_what_it_cannot_do(small_split: Split, options, objective, key) -> None:
+    model = CollaborativeFiltering(rank=4, objective=objective)
+    with pytest.raises(ConfigError) as err:
+        model.fit(small_split.train, {"epochs": 1, "optimizer": "sparse_adam", **options})
+    assert err.value.key == key
+
+
+@pytest.mark.parametrize("options", [{"weight_decay": 0.1}, {"distributed": True}])
+def test_sparse_adam_options_are_checked(options) -> None:
+    with pytest.raises(ConfigError):
+        TrainConfig.from_dict({"optimizer": "sparse_adam", **options})
