@@ -241,9 +241,9 @@ class FactorModel(Recommender, nn.Module):
             self._sparse.new_epoch()
         return self.objective.batches(layout, batch_size, generator)
 
-    def als_sweep(self, data, cg_steps: int = 0) -> None:
-        """One alternating-least-squares sweep, as the objective defines it (used by the trainer)."""
-        self.objective.als_sweep(self, data, cg_steps)
+    def als_sweep(self, data, cg_steps: int = 0) -> LossTerms:
+        """One alternating-least-squares sweep, as the objective defines it; J after it (used by the trainer)."""
+        return self.objective.als_sweep(self, data, cg_steps)
 
     def validation_metrics(self, fit_part: Ratings, val: Ratings, device: torch.device) -> dict[str, float]:
         """What the objective validates on, measured on ``val`` (used by the trainer)."""

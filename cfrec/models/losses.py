@@ -182,6 +182,11 @@ def triple_penalty(
     return _penalty(pen, f.theta, f.x, f.user_bias, f.item_bias, row_share_u, row_share_i)
 
 
+def full_penalty(f: Factors, pen: Penalty) -> Tensor:
+    """J's whole regularization term: every row its full (weighted) penalty."""
+    return _penalty(pen, f.theta, f.x, f.user_bias, f.item_bias)
+
+
 def share_penalty(f: Factors, pen: Penalty, batch) -> Tensor:
     """`triple_penalty` of an index-layout batch."""
     return triple_penalty(f, pen, batch.users, batch.items, batch.user_share, batch.item_share, batch.fraction)

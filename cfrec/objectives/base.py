@@ -81,9 +81,9 @@ class Objective:
     def loss(self, model: "FactorModel", batch: Batch) -> LossTerms:
         raise NotImplementedError
 
-    def als_sweep(self, model: "FactorModel", data: "AlsData", cg_steps: int = 0) -> None:
+    def als_sweep(self, model: "FactorModel", data: "AlsData", cg_steps: int = 0) -> LossTerms:
         """One alternating-least-squares sweep of every head this objective trains (`cfrec.train.als`;
-        ``cg_steps`` > 0: that many conjugate-gradient steps per side instead of exact solves)."""
+        ``cg_steps`` > 0: that many conjugate-gradient steps per side instead of exact solves); J after it."""
         raise NotSupported(f"the {self.name} objective has no closed-form row updates: train it with adam, adamw or sgd")
 
     # -- validation -----------------------------------------------------------------------

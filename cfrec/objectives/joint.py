@@ -77,11 +77,12 @@ class Joint(Objective):
                                **model.sparse_args(batch, "preference"))
         return LossTerms(rating.data + self.weight * preference.data, rating.reg + self.weight * preference.reg)
 
-    def als_sweep(self, model: "FactorModel", data: "AlsData", cg_steps: int = 0) -> None:
+    def als_sweep(self, model: "FactorModel", data: "AlsData", cg_steps: int = 0) -> LossTerms:
         """Both heads; β scales the preference head's whole J and so does not move its optimum."""
-        als.sweep(model.factors(), model.penalty(), data, cg_steps=cg_steps)
-        preference = data if self.target == "rating" else data.with_targets(1.0)
-        als.sweep(model.preference_factors(), model.preference_penalty(), preference, self.w0, cg_steps)
+        rating = als.sweep(model.factors(), model.penalty(), data, cg_steps=cg_steps)
+        targets = data if self.target == "rating" else data.with_targets(1.0)
+        preference = als.sweep(model.preference_factors(), model.preference_penalty(), targets, self.w0, cg_steps)
+        return LossTerms(rating.data + self.weight * preference.data, rating.reg + self.weight * preference.reg)
 
     def validate(self, model: "FactorModel", fit_part: Ratings, val: Ratings, device: torch.device) -> dict[str, float]:
         return {**rating_validation(model, val, device), **ranking_validation(model, fit_part, val, device)}

@@ -31,8 +31,8 @@ class Squared(Objective):
     def __init__(self, **options: Any):
         check_options(self.name, options, {})
 
-    def als_sweep(self, model: "FactorModel", data: "AlsData", cg_steps: int = 0) -> None:
-        als.sweep(model.factors(), model.penalty(), data, cg_steps=cg_steps)
+    def als_sweep(self, model: "FactorModel", data: "AlsData", cg_steps: int = 0) -> LossTerms:
+        return als.sweep(model.factors(), model.penalty(), data, cg_steps=cg_steps)
 
     def loss(self, model: "FactorModel", batch: Batch) -> LossTerms:
         return head_loss(model.factors(), model.penalty(), batch, **model.sparse_args(batch, "rating"))

@@ -66,9 +66,9 @@ class WeightedMask(Objective):
         return head_loss(model.factors(), model.penalty(), batch, targets=self.targets(batch), w0=self.w0,
                          **model.sparse_args(batch, "rating"))
 
-    def als_sweep(self, model: "FactorModel", data: "AlsData", cg_steps: int = 0) -> None:
+    def als_sweep(self, model: "FactorModel", data: "AlsData", cg_steps: int = 0) -> LossTerms:
         targets = data if self.target == "rating" else data.with_targets(1.0)
-        als.sweep(model.factors(), model.penalty(), targets, self.w0, cg_steps)
+        return als.sweep(model.factors(), model.penalty(), targets, self.w0, cg_steps)
 
     def validate(self, model: "FactorModel", fit_part: Ratings, val: Ratings, device: torch.device) -> dict[str, float]:
         return ranking_validation(model, fit_part, val, device)

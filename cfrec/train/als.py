@@ -30,7 +30,7 @@ from torch import Tensor
 from cfrec.data.ratings import Ratings
 
 if TYPE_CHECKING:  # the models import the trainer, which imports this module
-    from cfrec.models.losses import Factors, Penalty
+    from cfrec.models.losses import Factors, LossTerms, Penalty
 
 BLOCK_ENTRIES = 1 << 18  # padded cells per block: F of a block is BLOCK_ENTRIES × f floats
 LEVEL_RATIO = 1.2  # rows whose counts differ by less than this factor share blocks
@@ -96,7 +96,7 @@ class AlsData:
 
 
 def solve_rows(blocks: RowBlocks, fixed: Tensor, offset: Tensor | None, reg: Tensor, w0: float = 0.0,
-               start: Tensor | None = None, cg_steps: int = 0) -> Tensor:
+               start: Tensor | None = None, cg_steps: int = 0, errors: list[Tensor] | None = None) -> Tensor:
     """z (n_rows, f) minimising each row's weighted ridge problem (module docstring) given the
     other side's rows ``fixed`` (n_cols, f), their ``offset`` (n_cols,) and the diagonal
     penalty ``reg`` (n_rows, f).
@@ -104,7 +104,10 @@ def solve_rows(blocks: RowBlocks, fixed: Tensor, offset: Tensor | None, reg: Ten
     ``cg_steps`` = 0 solves exactly (batched Cholesky); n > 0 takes n conjugate-gradient steps
     from ``start`` (n_rows, f), the rows' current values, never forming a row's f × f matrix:
     each step costs O(cells · f) instead of O(cells · f² + f³) (Takács et al. 2011), and every
-    step lowers each row's objective, so J still falls every sweep."""
+    step lowers each row's objective, so J still falls every sweep.
+
+    ``errors``, a list, receives Σ_rated ((ŷ − t)² − w₀ŷ²) over the solved rows' rated cells (the
+    rated part of J's data term at the solution), computed from the block already in memory."""
     n_cols, f = fixed.shape
     fixed_pad = torch.cat([fixed, fixed.new_zeros(1, f)])  # (n_cols + 1, f): padding reads a zero row
     offset_pad = None if offset is None else torch.cat([offset, offset.new_zeros(1)])
@@ -124,7 +127,21 @@ def solve_rows(blocks: RowBlocks, fixed: Tensor, offset: Tensor | None, reg: Ten
         if gram is not None:
             A += gram
         out[rows] = _solve_spd(A, rhs)
+    if errors is not None:
+        errors.append(_rated_errors(blocks, fixed_pad, offset_pad, out, w0))
     return out
+
+
+def _rated_errors(blocks: RowBlocks, fixed_pad: Tensor, offset_pad: Tensor | None, z: Tensor, w0: float) -> Tensor:
+    """Σ over rated cells of (ŷ − t)² − w₀ŷ², ŷ = F·z_row + o (padding: ŷ = t = 0)."""
+    total = z.new_zeros((), dtype=torch.float64)
+    for rows, cols, values in zip(blocks.rows, blocks.cols, blocks.values):
+        F = fixed_pad.index_select(0, cols.reshape(-1)).view(*cols.shape, -1)  # (B, m, f)
+        pred = torch.bmm(F, z[rows].unsqueeze(2)).squeeze(2)  # (B, m)
+        if offset_pad is not None:
+            pred = pred + offset_pad[cols]
+        total += ((pred - values).square().sum() - w0 * pred.square().sum()).double()
+    return total
 
 
 def _conjugate_gradient(F: Tensor, gram: Tensor | None, reg: Tensor, rated_weight: float, rhs: Tensor,
@@ -162,33 +179,52 @@ def _solve_spd(A: Tensor, rhs: Tensor) -> Tensor:
     return z
 
 
-def sweep(f: Factors, pen: Penalty, data: AlsData, w0: float = 0.0, cg_steps: int = 0) -> None:
+def sweep(f: Factors, pen: Penalty, data: AlsData, w0: float = 0.0, cg_steps: int = 0) -> LossTerms:
     """One ALS sweep of a head: its user rows given the movies, then its movie rows given the users
-    (exactly, or with ``cg_steps`` conjugate-gradient steps per side).
+    (exactly, or with ``cg_steps`` conjugate-gradient steps per side). Returns J after it.
 
-    Updates ``f``'s tensors in place (θ, x and, with biases, b_u and b_i; μ stays fixed)."""
+    Updates ``f``'s tensors in place (θ, x and, with biases, b_u and b_i; μ stays fixed). J's data
+    term comes from the movie side's blocks as they are solved: ½ (Σ_rated ((ŷ − t)² − w₀ŷ²) +
+    w₀ Σ_all ŷ²), the all-cells sum in closed form from the users' Gramian."""
+    from cfrec.models.losses import LossTerms, full_penalty  # at call time: the models import this module
+
+    errors: list[Tensor] = []
     with torch.no_grad():
         _side(f.theta, f.user_bias, f.x, f.item_bias, f.mean, pen.l2_user, pen.l2_bias, pen.user_weight,
               data.by_user, w0, cg_steps)
-        _side(f.x, f.item_bias, f.theta, f.user_bias, f.mean, pen.l2_item, pen.l2_bias, pen.item_weight,
-              data.by_item, w0, cg_steps)
+        all_cells = _side(f.x, f.item_bias, f.theta, f.user_bias, f.mean, pen.l2_item, pen.l2_bias, pen.item_weight,
+                          data.by_item, w0, cg_steps, errors)
+        data_term = 0.5 * (errors[0] + w0 * all_cells)
+        return LossTerms(data_term.float(), full_penalty(f, pen))
 
 
 def _side(
     rows: Tensor, row_bias: Tensor | None, other: Tensor, other_bias: Tensor | None, mean: Tensor | None,
     l2: float, l2_bias: float, weight: Tensor | None, blocks: RowBlocks, w0: float, cg_steps: int,
-) -> None:
-    """Solve ``rows`` (and ``row_bias``) given the other side, in place."""
+    errors: list[Tensor] | None = None,
+) -> Tensor | None:
+    """Solve ``rows`` (and ``row_bias``) given the other side, in place; with ``errors``, also
+    return Σ_all ŷ² at the solution (from the other side's Gramian) and append the rated cells' sum."""
     n, k = rows.shape
     scale = torch.ones(n, device=rows.device) if weight is None else weight  # (n,) the rows' penalty weights
     if row_bias is None:
+        fixed, offset = other.detach(), None
         reg = (l2 * scale)[:, None].expand(n, k).contiguous()
-        rows.copy_(solve_rows(blocks, other.detach(), None, reg, w0, rows.detach(), cg_steps))
-        return
-    fixed = torch.cat([other.detach(), torch.ones_like(other[:, :1])], dim=1)  # (n_cols, k + 1): [x, 1]
-    offset = (mean + other_bias).detach()  # (n_cols,)
-    reg = torch.cat([(l2 * scale)[:, None].expand(n, k), (l2_bias * scale)[:, None]], dim=1)  # (n, k + 1)
-    start = torch.cat([rows.detach(), row_bias.detach()[:, None]], dim=1)
-    z = solve_rows(blocks, fixed, offset, reg, w0, start, cg_steps)
+        start = rows.detach()
+    else:
+        fixed = torch.cat([other.detach(), torch.ones_like(other[:, :1])], dim=1)  # (n_cols, k + 1): [x, 1]
+        offset = (mean + other_bias).detach()  # (n_cols,)
+        reg = torch.cat([(l2 * scale)[:, None].expand(n, k), (l2_bias * scale)[:, None]], dim=1)  # (n, k + 1)
+        start = torch.cat([rows.detach(), row_bias.detach()[:, None]], dim=1)
+    z = solve_rows(blocks, fixed, offset, reg, w0, start, cg_steps, errors)
     rows.copy_(z[:, :k])
-    row_bias.copy_(z[:, k])
+    if row_bias is not None:
+        row_bias.copy_(z[:, k])
+    if errors is None:
+        return None
+    zd, fd = z.double(), fixed.double()
+    all_cells = ((zd @ (fd.T @ fd)) * zd).sum()  # Σ_rows Σ_cols (F_c·z_r)²
+    if offset is not None:
+        od = offset.double()
+        all_cells = all_cells + 2 * (zd @ (fd.T @ od)).sum() + n * od.dot(od)
+    return all_cells

@@ -24,7 +24,7 @@ from cfrec.device import resolve_device
 from cfrec.errors import ConfigError, TrainingDiverged
 from cfrec.train import distributed
 from cfrec.train.als import AlsData
-from cfrec.train.batches import Batch, IndexBatch, choose_layout
+from cfrec.train.batches import Batch, choose_layout
 from cfrec.train.config import SPARSE_OPTIMIZERS, TrainConfig, monitor_mode
 from cfrec.train.distributed import Group
 from cfrec.train.sparse import RowAdam, grad_values
@@ -57,8 +57,8 @@ class Trainable(Protocol):
     def validation_metrics(self, fit_part: Ratings, val: Ratings, device: torch.device) -> dict[str, float]:
         """Metrics (``val_*``) of the model on held-out ratings ``val`` of ``fit_part``."""
 
-    def als_sweep(self, data: AlsData, cg_steps: int = 0) -> None:
-        """One closed-form sweep of every head (``optimizer=als``; `cfrec.train.als`)."""
+    def als_sweep(self, data: AlsData, cg_steps: int = 0) -> "LossTerms":
+        """One closed-form sweep of every head (``optimizer=als``; `cfrec.train.als`); J after it."""
 
     def parameters(self): ...
 
@@ -227,9 +227,7 @@ class Trainer:
     def _run_sweep(self, model: Trainable, layout: "AlsLayout", epoch: int) -> dict[str, float]:
         """One alternating-least-squares sweep (``optimizer=als``); returns J after it."""
         start = time.perf_counter()
-        model.als_sweep(layout.data, self.config.als_cg_steps)
-        with torch.no_grad():
-            terms = model(layout.full_batch)
+        terms = model.als_sweep(layout.data, self.config.als_cg_steps)
         data, reg = float(terms.data), float(terms.reg)
         _check_finite(torch.tensor(data + reg), torch.zeros(()), epoch, 0, self.config.lr)
         return {
@@ -312,15 +310,12 @@ class Trainer:
 
 
 class AlsLayout:
-    """What ``optimizer=als`` trains on: the ratings grouped by user and by movie (`AlsData`),
-    and all of them as one batch, on which J is reported after each sweep."""
+    """What ``optimizer=als`` trains on: the ratings grouped by user and by movie (`AlsData`)."""
 
     name = "als"
 
     def __init__(self, train: Ratings, device: torch.device):
         self.data = AlsData.build(train, device)
-        users, items, values = train.to_tensors(device)
-        self.full_batch = IndexBatch(users, items, values, None, None, 1.0)
         self.n_ratings = self.n_held = len(train)
 
     def n_batches(self, batch_size: int | None) -> int:
