@@ -73,13 +73,21 @@ def test_dense_and_index_layouts_train_the_same_parameters(small_split: Split, w
     assert_same(params(dense), params(index), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("layout, objective", [
-    ("dense", "squared"), ("index", "squared"), ("dense", "joint"), ("index", "joint"), ("index", "bpr"),
-])
-def test_resume_ends_with_identical_parameters(small_split: Split, layout: str, objective: str) -> None:
+RESUME_CASES = {  # id: (training options, objective)
+    "dense-squared": ({"layout": "dense"}, "squared"), "index-squared": ({"layout": "index"}, "squared"),
+    "dense-joint": ({"layout": "dense"}, "joint"), "index-joint": ({"layout": "index"}, "joint"),
+    "index-bpr": ({"layout": "index"}, "bpr"),
+    "sparse_adam-joint": ({"layout": "index", "optimizer": "sparse_adam", "batch_size": 2000}, "joint"),
+    "als-joint": ({"optimizer": "als"}, "joint"),
+}
+
+
+@pytest.mark.parametrize("options, objective", list(RESUME_CASES.values()), ids=list(RESUME_CASES))
+def test_resume_ends_with_identical_parameters(small_split: Split, options: dict, objective: str) -> None:
     """Interrupted after epoch 3 and resumed: bit-identical to one straight run (BPR's negatives
-    come from the trainer's generator, which the saved state carries)."""
-    config = TrainConfig.from_dict({**FAST, "layout": layout, "schedule": "cosine", "val_fraction": 0.1})
+    come from the trainer's generator, which the saved state carries; row-sparse Adam's moments and
+    ALS's closed-form sweeps resume as the gradient optimizers do)."""
+    config = TrainConfig.from_dict({**FAST, "schedule": "cosine", "val_fraction": 0.1, **options})
     straight = CollaborativeFiltering(rank=6, objective=objective)
     Trainer(config).fit(straight, small_split.train)
 
