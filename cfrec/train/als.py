@@ -114,34 +114,28 @@ def solve_rows(blocks: RowBlocks, fixed: Tensor, offset: Tensor | None, reg: Ten
     gram = w0 * (fixed.T @ fixed) if w0 else None  # (f, f)
     base_rhs = -w0 * (fixed.T @ offset) if w0 and offset is not None else None  # (f,)
     out = fixed.new_empty(blocks.n_rows, f)
+    total = fixed.new_zeros((), dtype=torch.float64)  # the rated cells' error sum, with ``errors``
     for rows, cols, values in zip(blocks.rows, blocks.cols, blocks.values):
         F = fixed_pad.index_select(0, cols.reshape(-1)).view(*cols.shape, f)  # (B, m, f)
-        target = values if offset_pad is None else values - (1.0 - w0) * offset_pad[cols]  # (B, m); 0 in padding
+        offsets = None if offset_pad is None else offset_pad[cols]  # (B, m); 0 in padding
+        target = values if offsets is None else values - (1.0 - w0) * offsets
         rhs = torch.bmm(F.transpose(1, 2), target.unsqueeze(2)).squeeze(2)  # (B, f)
         if base_rhs is not None:
             rhs += base_rhs
         if cg_steps:
-            out[rows] = _conjugate_gradient(F, gram, reg[rows], 1.0 - w0, rhs, start[rows], cg_steps)
-            continue
-        A = torch.baddbmm(torch.diag_embed(reg[rows]), F.transpose(1, 2), F, alpha=1.0 - w0)  # (B, f, f)
-        if gram is not None:
-            A += gram
-        out[rows] = _solve_spd(A, rhs)
+            z = _conjugate_gradient(F, gram, reg[rows], 1.0 - w0, rhs, start[rows], cg_steps)
+        else:
+            A = torch.baddbmm(torch.diag_embed(reg[rows]), F.transpose(1, 2), F, alpha=1.0 - w0)  # (B, f, f)
+            if gram is not None:
+                A += gram
+            z = _solve_spd(A, rhs)
+        out[rows] = z
+        if errors is not None:  # ŷ = F·z + o on the block's rated cells (padding: ŷ = t = 0)
+            pred = torch.bmm(F, z.unsqueeze(2)).squeeze(2) + (0 if offsets is None else offsets)
+            total += ((pred - values).square().sum() - w0 * pred.square().sum()).double()
     if errors is not None:
-        errors.append(_rated_errors(blocks, fixed_pad, offset_pad, out, w0))
+        errors.append(total)
     return out
-
-
-def _rated_errors(blocks: RowBlocks, fixed_pad: Tensor, offset_pad: Tensor | None, z: Tensor, w0: float) -> Tensor:
-    """Σ over rated cells of (ŷ − t)² − w₀ŷ², ŷ = F·z_row + o (padding: ŷ = t = 0)."""
-    total = z.new_zeros((), dtype=torch.float64)
-    for rows, cols, values in zip(blocks.rows, blocks.cols, blocks.values):
-        F = fixed_pad.index_select(0, cols.reshape(-1)).view(*cols.shape, -1)  # (B, m, f)
-        pred = torch.bmm(F, z[rows].unsqueeze(2)).squeeze(2)  # (B, m)
-        if offset_pad is not None:
-            pred = pred + offset_pad[cols]
-        total += ((pred - values).square().sum() - w0 * pred.square().sum()).double()
-    return total
 
 
 def _conjugate_gradient(F: Tensor, gram: Tensor | None, reg: Tensor, rated_weight: float, rhs: Tensor,
