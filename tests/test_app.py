@@ -194,7 +194,7 @@ def test_train_group_is_train_config():
 
     from cfrec.train.config import TrainConfig
 
-    section = composed()["train"]
+    section = composed("train=default")["train"]
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name != "device"}
     assert section == {**defaults, "resume": None}
 

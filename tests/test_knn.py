@@ -414,7 +414,8 @@ def test_state_is_cpu_sparse_and_loads_where_asked(model_cls, mode, small_split,
     state = model.state()
     assert all(t.device.type == "cpu" for t in state.values())
     n_own = train.n_users if model.entity == "user" else train.n_items
-    lists = n_own * 15 * 8 if mode == "reference" else 0  # int32 ids + float32 similarities
+    width = 15 if mode == "reference" else min(model.candidates, n_own - 1)  # improved: every candidate
+    lists = n_own * width * 8  # int32 ids + float32 similarities
     assert state_bytes(state) <= 6 * len(train) + lists + 12 * (train.n_users + train.n_items + 2)  # 6 B a rating
     users, items = torch.as_tensor(small_split.test.users), torch.as_tensor(small_split.test.items)
     rebuilt = model_cls(**{**model.config(), "device": "cuda"})  # as if trained on a GPU

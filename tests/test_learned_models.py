@@ -21,9 +21,14 @@ class TestCollaborativeFiltering(ModelContract):  # the default: the joint objec
         return CollaborativeFiltering(rank=8, l2=5.0, l2_exponent=0.0, objective={"name": "joint", "rank": 8})
 
 
-class TestSquaredCollaborativeFiltering(ModelContract):
+class TestSquaredCollaborativeFiltering(ModelContract):  # the factors alone: score is predict
     def make_model(self):
-        return CollaborativeFiltering(rank=8, l2=5.0, l2_exponent=0.0, objective="squared")
+        return CollaborativeFiltering(rank=8, l2=5.0, l2_exponent=0.0, objective="squared", knn_blend=None)
+
+
+class TestBlendedCollaborativeFiltering(ModelContract):  # the factors and an item-KNN (cfrec.models.blend)
+    def make_model(self):
+        return CollaborativeFiltering(rank=8, l2=5.0, l2_exponent=0.0, objective="squared", knn_blend=10)
 
 
 class TestWeightedCollaborativeFiltering(ModelContract):
@@ -120,7 +125,7 @@ def test_folded_users_predict_and_recommend(tiny: SyntheticData) -> None:
 def test_items_without_ratings_predict_the_bias_baseline(small_split) -> None:
     train = small_split.train
     dropped = train.subset(train.items != 0)  # item 0 keeps its code but loses its ratings
-    model = CollaborativeFiltering(rank=4).fit(dropped, {"epochs": 3})
+    model = CollaborativeFiltering(rank=4, knn_blend=None).fit(dropped, {"epochs": 3})
     assert torch.all(model.x[0] == 0) and model.item_bias[0].item() == 0.0
     users = torch.arange(5)
     expected = model.clip(model.mean + model.user_bias[:5]).detach()

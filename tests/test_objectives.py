@@ -179,7 +179,8 @@ def split():
 def test_declared_properties_and_retrieval_vectors(split, objective: str, predicts: bool) -> None:
     model = CollaborativeFiltering(rank=4, objective=objective).fit(split.train, {"epochs": 2, "progress": False})
     assert model.predicts_ratings is predicts
-    assert model.ranks_by == ("rating" if objective == "squared" else "preference")
+    # squared ranks by its rating; with a fitted KNN blend, by the factors' share of it (the blend is predict-only)
+    assert model.ranks_by == ("factor_rating" if objective == "squared" else "preference")
     users, items = model.retrieval_vectors()  # inner products over the bias-augmented factors = the scores
     torch.testing.assert_close(users[:7] @ items.T, model.score(torch.arange(7)), rtol=1e-5, atol=1e-5)
     if not predicts:

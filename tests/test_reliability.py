@@ -159,12 +159,14 @@ def test_compare_applies_train_options_and_keeps_the_models_that_finish(tmp_path
 def test_compare_entries_train_with_the_runs_train_section():
     from cfrec.apps.compare import model_entry
 
-    _, train = model_entry("cf", {"model": "cf"}, {"epochs": 1, "lr": 0.5, "resume": None})
+    _, train = model_entry("cf", {"model": "cf_rating"}, {"epochs": 1, "lr": 0.5, "resume": None})
     assert train == {"epochs": 1, "lr": 0.5}
+    _, train = model_entry("cf", {"model": "cf"}, {"epochs": 1, "lr": 0.5})  # the preset's train=cf: 7 epochs
+    assert train == {"epochs": 7, "lr": 0.5}
     _, train = model_entry("cf", {"model": "cf", "train": {"epochs": 4}}, {"epochs": 1})
     assert train == {"epochs": 4}
     with pytest.raises(ConfigError, match=r"^train\.epochs: "):
-        model_entry("cf", {"model": "cf"}, {"epochs": 0})
+        model_entry("cf", {"model": "cf_rating"}, {"epochs": 0})
 
 
 # -- 5 & 15. every option checked before the data is read, named by its full key ------------------------

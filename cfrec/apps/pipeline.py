@@ -189,6 +189,8 @@ def validation_summary(model: Recommender, monitor: str = "auto") -> dict[str, A
     pick = min if monitor_mode(monitor) == "min" else max
     best = pick(scored, key=lambda row: row[monitor])
     summary: dict[str, Any] = {f"valid_{k[4:]}": v for k, v in best.items() if k.startswith("val_")}
+    final = getattr(model, "final_validation", None) or {}  # the returned model, where `finish` changed it
+    summary.update({f"valid_{k[4:]}" if k.startswith("val_") else k: v for k, v in final.items()})
     summary.update({"monitor": f"valid_{monitor[4:]}", "monitor_mode": monitor_mode(monitor),
                     "best_epoch": int(best["epoch"]), "epochs_run": len(history)})
     return summary

@@ -292,6 +292,6 @@ def model_preset(name: Any, key: str = "model") -> tuple[dict[str, Any], dict[st
     """(the ``model`` section ``model=<name>`` composes to, the ``train`` keys that preset changes:
     a model preset may choose a train preset, ``override /train@_global_.train: als``)."""
     chosen = _compose(key, "config", [f"model={name}"])
-    default = OmegaConf.to_container(_compose(key, "config", []).train)
+    default = OmegaConf.to_container(_compose(key, "config", ["train=default"]).train)
     train = {k: v for k, v in OmegaConf.to_container(chosen.train).items() if default.get(k) != v}
     return OmegaConf.to_container(chosen.model), train

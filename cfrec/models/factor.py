@@ -78,6 +78,7 @@ class FactorModel(Recommender, nn.Module):
             for name in PREFERENCE_HEAD:
                 setattr(self, name, nn.Parameter(torch.zeros(0)))
         self.history: list[dict[str, float]] = []  # per-epoch metrics of the last fit
+        self.final_validation: dict[str, float] = {}  # val_* of the returned model where `finish` changed it
         self._sparse: SparseSteps | None = None  # row-sparse training steps (train.optimizer: sparse_adam)
 
     # -- what the model is (declared by its objective) ------------------------------------
@@ -248,6 +249,11 @@ class FactorModel(Recommender, nn.Module):
     def validation_metrics(self, fit_part: Ratings, val: Ratings, device: torch.device) -> dict[str, float]:
         """What the objective validates on, measured on ``val`` (used by the trainer)."""
         return self.objective.validate(self, fit_part, val, device)
+
+    def finish(self, fit_part: Ratings, val: Ratings | None, device: torch.device) -> None:
+        """Called by the trainer after the last epoch; nothing to add here (`CollaborativeFiltering`
+        fits its neighbourhood blend)."""
+        self.final_validation = {}
 
     # -- prediction -----------------------------------------------------------------------
     @property

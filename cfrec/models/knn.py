@@ -40,10 +40,10 @@ improved mode; there it evaluates `predict` on the whole grid, so it is slow on 
 Users and items without train ratings have no neighbours and are nobody's neighbour: the
 reference mode predicts 0.0 for them, the improved mode the baseline.
 
-A checkpoint (`state`) holds the training ratings as CSR, the biases, and the neighbour lists of
-vector similarity (SVD or HNSW searches are not repeated); rating-similarity lists are rebuilt
-from ratings and biases when the state is loaded, and SVD vectors (`user_vectors`) are recomputed
-on first use unless they were given as ``embeddings``.
+A checkpoint (`state`) holds the training ratings as CSR, the biases, and the neighbour lists
+(no similarity search is repeated on loading; a checkpoint from before rating-similarity lists were
+kept rebuilds them from ratings and biases); SVD vectors (`user_vectors`) are recomputed on first
+use unless they were given as ``embeddings``.
 """
 
 from __future__ import annotations
@@ -271,12 +271,15 @@ class _NeighborhoodKNN(Recommender):
         self._rated = sp.csr_matrix((np.ones(self._ratings.nnz, np.float32), self._ratings.indices,
                                      self._ratings.indptr), shape=shape)
         self._vectors = (cpu["user_vectors"], cpu["item_vectors"]) if "user_vectors" in cpu else None
-        if self._uses_vectors():
+        if "neighbors" in cpu:
             neighbors, sims = cpu["neighbors"].long(), cpu["similarities"].float()
-        else:
+        else:  # rating similarity, fitted now (or a checkpoint from before lists were kept): computed once
             rows = self._residuals if self.entity == "user" else self._residuals.T.tocsr()
             neighbors, sims = rating_neighbors(rows, self.candidates, min_similarity=self.min_similarity,
                                                support_shrinkage=self.support_shrinkage, device=self.device)
+            width = int((neighbors >= 0).sum(1).max()) if len(neighbors) else 0  # kept: the filled columns only
+            neighbors, sims = neighbors[:, :width].clone(), sims[:, :width].clone()  # own storage: saved alone
+            cpu["neighbors"], cpu["similarities"] = neighbors.to(torch.int32), sims
         self._set_neighbors(neighbors, sims)
         # lookups read one row per pair: the item's raters (user-based) or the user's ratings (item-based)
         layout = self._values.T if self.entity == "user" else self._values

@@ -60,6 +60,10 @@ class Trainable(Protocol):
     def als_sweep(self, data: AlsData, cg_steps: int = 0) -> "LossTerms":
         """One closed-form sweep of every head (``optimizer=als``; `cfrec.train.als`); J after it."""
 
+    def finish(self, fit_part: Ratings, val: Ratings | None, device: torch.device) -> None:
+        """After the last epoch (and ``restore_best``): fit what is not trained by the loop, e.g. the
+        neighbourhood blend's weight on ``val`` (`cfrec.models.blend`)."""
+
     def parameters(self): ...
 
     def state_dict(self) -> dict[str, Tensor]: ...
@@ -195,6 +199,7 @@ class Trainer:
         if cfg.restore_best and self.best["state"] is not None and self.best["epoch"] != self.epoch:
             model.load_state_dict(self.best["state"])
             log.info("restored the parameters of epoch %d (%s %.5f)", self.best["epoch"], self.monitor, self.best["value"])
+        model.finish(fit_part, val, device)
         log.info("trained %d epoch(s) in %.2f s", self.epoch, time.perf_counter() - start)
         return model
 
