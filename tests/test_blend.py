@@ -11,13 +11,14 @@ import torch
 
 from cfrec.apps.pipeline import validation_summary
 from cfrec.checkpoint import load_model, save_model
-from cfrec.data import Split, per_user_split, synthetic
+from cfrec.data import Split
 from cfrec.errors import CheckpointError
 from cfrec.io import save_tensors, sha256, write_json
 from cfrec.models import CollaborativeFiltering
 from cfrec.models.blend import blend_weight
 from cfrec.models.factor import FactorModel
-from cfrec.train import Trainer, TrainConfig
+from cfrec.train import TrainConfig, Trainer
+
 
 def load_tensors(path):
     return torch.load(path, weights_only=True)

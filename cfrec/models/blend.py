@@ -21,7 +21,7 @@ table, so `fold_in` predicts with the factor model alone.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -105,7 +106,7 @@ class CollaborativeFiltering(FactorModel):
     def state(self) -> dict[str, Tensor]:
         return {**super().state(), **({} if self.blend is None else self.blend.state())}
 
-    def load_state(self, state: dict[str, Tensor]) -> "CollaborativeFiltering":
+    def load_state(self, state: dict[str, Tensor]) -> CollaborativeFiltering:
         blend = {k: v for k, v in state.items() if k.startswith(BLEND_PREFIX)}
         if blend and self.blend is None:
             raise KeyError(f"the state holds a neighbourhood blend ({BLEND_PREFIX}*) but knn_blend is {self.knn_blend}")
