@@ -155,7 +155,7 @@ def test_cg_steps_must_be_a_non_negative_integer() -> None:
 @pytest.mark.parametrize("preset, train", [
     ("cf_weighted", {"optimizer": "als"}),
     ("cf_fast", {"optimizer": "als", "epochs": 6, "val_fraction": 0.0}),
-    ("cf", {"epochs": 7}),
+    ("cf", {"epochs": 6}),
     ("cf_rating", {}),
 ])
 def test_model_presets_choose_their_train_preset(preset: str, train: dict) -> None:

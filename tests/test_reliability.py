@@ -161,8 +161,8 @@ def test_compare_entries_train_with_the_runs_train_section():
 
     _, train = model_entry("cf", {"model": "cf_rating"}, {"epochs": 1, "lr": 0.5, "resume": None})
     assert train == {"epochs": 1, "lr": 0.5}
-    _, train = model_entry("cf", {"model": "cf"}, {"epochs": 1, "lr": 0.5})  # the preset's train=cf: 7 epochs
-    assert train == {"epochs": 7, "lr": 0.5}
+    _, train = model_entry("cf", {"model": "cf"}, {"epochs": 1, "lr": 0.5})  # the preset's train=cf: 6 epochs
+    assert train == {"epochs": 6, "lr": 0.5}
     _, train = model_entry("cf", {"model": "cf", "train": {"epochs": 4}}, {"epochs": 1})
     assert train == {"epochs": 4}
     with pytest.raises(ConfigError, match=r"^train\.epochs: "):
