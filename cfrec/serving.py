@@ -59,6 +59,10 @@ class TrainedModel:
     # -- ratings --------------------------------------------------------------------------
     def predict(self, user_id: object, movie_id: object) -> float:
         """Predicted rating of one (user, movie) pair of raw ids."""
+        for name, value in (("user_id", user_id), ("movie_id", movie_id)):
+            if isinstance(value, (list, tuple, set, np.ndarray, torch.Tensor)):
+                raise ConfigError(name, f"predict takes one id, got a {type(value).__name__}; "
+                                        "predict_many takes sequences of ids")
         return float(self.predict_many([user_id], [movie_id])[0])
 
     def predict_many(self, user_ids: Iterable, movie_ids: Iterable) -> np.ndarray:

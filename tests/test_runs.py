@@ -59,6 +59,8 @@ def test_load_reproduces_the_runs_rmse_by_raw_ids(cf_run):
     pred = model.predict_many(raw_users, raw_items)
     assert np.sqrt(np.mean((pred - test.values) ** 2)) == pytest.approx(metrics["rmse"], rel=1e-5)
     assert model.predict(raw_users[0], raw_items[0]) == pytest.approx(pred[0])
+    with pytest.raises(ConfigError, match="user_id: predict takes one id, got a list; predict_many"):
+        model.predict([raw_users[0], raw_users[1]], [raw_items[0], raw_items[1]])
 
 
 def test_loaded_model_recommends_and_searches_by_raw_ids(cf_run):
