@@ -81,7 +81,7 @@ class AppConfig:
     eval: Any = MISSING
     index: Any = MISSING
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
-    seed: int = 42
+    seed: int = 42  # torch's global RNG only: training draws from train.seed, the split from split.seed
     device: str = "auto"  # auto | cpu | cuda | cuda:N (cfrec.device.resolve_device)
     threads: Any = None  # torch CPU threads (a count, 0 or "all": every CPU); None: $CFREC_THREADS, else 1
 
