@@ -93,12 +93,7 @@ def evaluate(
         start = time.perf_counter()
         pred = predict_pairs(model, test.users[:n], test.items[:n], batch_size=batch_size, device=device)
         true = torch.as_tensor(test.values[:n])
-        result.update({
-            "rmse": metrics.rmse(pred, true),
-            "mae": metrics.mae(pred, true),
-            "accuracy": metrics.accuracy(pred, true, tolerance),
-            "predict_seconds": time.perf_counter() - start,
-        })
+        result.update({**metrics.rating_metrics(pred, true, tolerance), "predict_seconds": time.perf_counter() - start})
     if ranking:
         start = time.perf_counter()
         result.update(ranking_metrics(

@@ -28,6 +28,11 @@ def accuracy(pred: Tensor, true: Tensor, tolerance: float = 0.5) -> float:
     return float(torch.mean(((pred.double() - true.double()).abs() < tolerance).double()))
 
 
+def rating_metrics(pred: Tensor, true: Tensor, tolerance: float = 0.5) -> dict[str, float]:
+    """``rmse``, ``mae`` and ``accuracy`` (within ``tolerance``) of predicted ratings."""
+    return {"rmse": rmse(pred, true), "mae": mae(pred, true), "accuracy": accuracy(pred, true, tolerance)}
+
+
 def recall_at_k(hits: Tensor, n_relevant: Tensor, k: int) -> Tensor:
     """Per user: relevant items in the top ``k`` / all relevant items (users with none: NaN)."""
     found = hits[:, :k].sum(dim=1, dtype=torch.float64)

@@ -21,19 +21,19 @@ table, so `fold_in` predicts with the factor model alone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from cfrec import metrics
 from cfrec.data.ratings import Ratings
+from cfrec.models.base import Recommender
 from cfrec.models.knn import ItemKNN
 
 log = logging.getLogger(__name__)
 
-Predictor = Callable[[Tensor, Tensor], Tensor]  # (users, items) codes → predicted ratings
-CHUNK = 1 << 16  # pairs per prediction call while choosing β
+STATE_PREFIX = "knn."  # the blend's keys in its model's state
 # The KNN's amplification ρ (weights |s|^ρ): sharper than ItemKNN's own 1.5, which is best alone; in
 # the blend ρ = 2.5 gave val RMSE 0.8283 against 0.8304 on ML-1M, 0.8928 against 0.8927 on ML-100K
 # (the trainer's validation slices; docs/learned_models.md).
@@ -61,8 +61,11 @@ class NeighborhoodBlend:
         self.knn: ItemKNN | None = None  # None unless fitted with β > 0
         self.weight = 0.0
 
-    def fit(self, fit_part: Ratings, val: Ratings | None, factor_predict: Predictor, device: torch.device) -> dict[str, float]:
-        """Fit the KNN on ``fit_part`` and β on ``val``; returns the blended ``val_*`` metrics (none without ``val``)."""
+    def fit(self, model: Recommender, fit_part: Ratings, val: Ratings | None, device: torch.device) -> dict[str, float]:
+        """Fit the KNN on ``fit_part`` and β on ``val``, against ``model``'s predictions (its factors
+        alone: the blend is off until this returns); returns the blended ``val_*`` metrics (none without ``val``)."""
+        from cfrec.evaluate import predict_pairs  # the evaluator imports the models
+
         self.reset()
         if val is None or len(val) == 0:
             log.warning("knn_blend: no validation slice (train.val_fraction=0?) to choose the blend weight on: "
@@ -73,21 +76,17 @@ class NeighborhoodBlend:
             log.warning("knn_blend: %d rated movie(s) leave no neighbours: the neighbourhood blend is off", rated_items)
             return {}
         knn = _item_knn(min(self.k, rated_items - 1), device).fit(fit_part)
-        users, items, values = val.to_tensors(device)
-        factor = _predict(factor_predict, users, items)
-        neighbors = _predict(knn.predict, users, items)
-        weight = blend_weight(factor, neighbors, values.cpu().numpy())
-        blended = (1 - weight) * factor + weight * neighbors
-        y = values.cpu().numpy().astype(np.float64)
-        metrics = {"val_rmse": float(np.sqrt(np.mean((blended - y) ** 2))),
-                   "val_mae": float(np.mean(np.abs(blended - y))),
-                   "val_accuracy": float(np.mean(np.abs(blended - y) < 0.5)),
-                   "knn_blend_weight": weight}
+        with torch.no_grad():
+            factor = predict_pairs(model, val.users, val.items, device=device)
+            neighbors = predict_pairs(knn, val.users, val.items, device=device)
+        true = torch.as_tensor(val.values)
+        weight = blend_weight(factor.double().numpy(), neighbors.double().numpy(), val.values)
+        measured = metrics.rating_metrics((1 - weight) * factor + weight * neighbors, true)
         log.info("knn_blend: β = %.3f on %d validation ratings: val RMSE %.4f (factor model alone %.4f)",
-                 weight, len(val), metrics["val_rmse"], float(np.sqrt(np.mean((factor - y) ** 2))))
+                 weight, len(val), measured["rmse"], metrics.rmse(factor, true))
         if weight > 0:
             self.knn, self.weight = knn, weight
-        return metrics
+        return {**{f"val_{name}": value for name, value in measured.items()}, "knn_blend_weight": weight}
 
     def apply(self, users: Tensor, items: Tensor, factor: Tensor) -> Tensor:
         """Blend ``factor`` (predictions of the pairs ``users``, ``items``) with the KNN's."""
@@ -100,20 +99,20 @@ class NeighborhoodBlend:
     def state(self) -> dict[str, Tensor]:
         if self.knn is None:
             return {}
-        head = {"knn.weight": torch.tensor(self.weight, dtype=torch.float64), "knn.k": torch.tensor(self.knn.k)}  # k: capped on tiny data
-        return {**head, **{f"knn.{k}": v for k, v in self.knn.state().items()}}
+        own = {"weight": torch.tensor(self.weight, dtype=torch.float64), "k": torch.tensor(self.knn.k)}  # k: capped on tiny data
+        return {f"{STATE_PREFIX}{name}": t for name, t in {**own, **self.knn.state()}.items()}
 
     def load_state(self, state: dict[str, Tensor], device: torch.device | str,
                    rating_range: tuple[float, float] | None) -> None:
-        """Restore ``state()``'s entries (``knn.``-prefixed, an empty dict when β = 0)."""
+        """Restore ``state()``'s entries (`STATE_PREFIX`-ed, an empty dict when β = 0)."""
         if not state:
             self.reset()
             return
-        weight = float(state["knn.weight"])
+        inner = {name.removeprefix(STATE_PREFIX): t for name, t in state.items()}
+        weight, k = float(inner.pop("weight")), int(inner.pop("k"))
         if not 0.0 < weight <= 1.0:
-            raise ValueError(f"knn.weight must lie in (0, 1], got {weight}")
-        inner = {k.removeprefix("knn."): v for k, v in state.items() if k not in ("knn.weight", "knn.k")}
-        knn = _item_knn(int(state["knn.k"]), device).load_state(inner)
+            raise ValueError(f"{STATE_PREFIX}weight must lie in (0, 1], got {weight}")
+        knn = _item_knn(k, device).load_state(inner)
         knn.rating_range = rating_range
         self.knn, self.weight = knn, weight
 
@@ -122,8 +121,3 @@ def _item_knn(k: int, device: torch.device | str) -> ItemKNN:
     """The blend's KNN: predictions only (no ranking lists; dim 1, as its SVD vectors are never read)."""
     return ItemKNN(k=k, dim=1, amplification=AMPLIFICATION, ranking="prediction", device=str(device))
 
-
-def _predict(predict: Predictor, users: Tensor, items: Tensor) -> np.ndarray:
-    with torch.no_grad():
-        parts = [predict(u, i) for u, i in zip(users.split(CHUNK), items.split(CHUNK))]
-    return torch.cat(parts).cpu().numpy().astype(np.float64)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from cfrec.data.ratings import Ratings
-from cfrec.models.blend import NeighborhoodBlend
+from cfrec.models.blend import STATE_PREFIX, NeighborhoodBlend
 from cfrec.models.factor import FactorModel
 from cfrec.objectives import Objective
 from cfrec.validation import check_int, check_number
@@ -89,7 +89,7 @@ class CollaborativeFiltering(FactorModel):
         """Fit the neighbourhood blend on ``fit_part`` and choose β on ``val``."""
         super().finish(fit_part, val, device)
         if self.blend is not None:
-            self.final_validation = self.blend.fit(fit_part, val, super().predict, device)
+            self.final_validation = self.blend.fit(self, fit_part, val, device)
 
     @property
     def ranks_by(self) -> str:  # type: ignore[override]
@@ -107,10 +107,10 @@ class CollaborativeFiltering(FactorModel):
         return {**super().state(), **({} if self.blend is None else self.blend.state())}
 
     def load_state(self, state: dict[str, Tensor]) -> CollaborativeFiltering:
-        blend = {k: v for k, v in state.items() if k.startswith(BLEND_PREFIX)}
+        blend = {k: v for k, v in state.items() if k.startswith(STATE_PREFIX)}
         if blend and self.blend is None:
-            raise KeyError(f"the state holds a neighbourhood blend ({BLEND_PREFIX}*) but knn_blend is {self.knn_blend}")
-        super().load_state({k: v for k, v in state.items() if not k.startswith(BLEND_PREFIX)})
+            raise KeyError(f"the state holds a neighbourhood blend ({STATE_PREFIX}*) but knn_blend is {self.knn_blend}")
+        super().load_state({k: v for k, v in state.items() if not k.startswith(STATE_PREFIX)})
         if self.blend is not None:
             self.blend.load_state(blend, self.device, self.rating_range)
         return self
@@ -121,6 +121,3 @@ class CollaborativeFiltering(FactorModel):
             "init_scale": self.init_scale, "clip": self.clip_predictions, "l2_exponent": self.l2_exponent,
             "objective": self.objective.config(), "knn_blend": self.knn_blend,
         }
-
-
-BLEND_PREFIX = "knn."

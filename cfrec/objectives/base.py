@@ -98,14 +98,12 @@ class Objective:
 
 def rating_validation(model: "FactorModel", val: Ratings, device: torch.device, tolerance: float = 0.5) -> dict[str, float]:
     """RMSE, MAE and accuracy of the model's rating predictions on ``val``."""
-    users, items, values = val.to_tensors(device)
+    from cfrec.evaluate import predict_pairs  # the evaluator imports the models
+
     with torch.no_grad():
-        pred = torch.cat([model.predict(u, i) for u, i in zip(users.split(1 << 16), items.split(1 << 16))])
-    return {
-        "val_rmse": metrics.rmse(pred, values),
-        "val_mae": metrics.mae(pred, values),
-        "val_accuracy": metrics.accuracy(pred, values, tolerance),
-    }
+        pred = predict_pairs(model, val.users, val.items, device=device)
+    measured = metrics.rating_metrics(pred, torch.as_tensor(val.values), tolerance)
+    return {f"val_{name}": value for name, value in measured.items()}
 
 
 def ranking_validation(
