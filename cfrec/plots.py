@@ -91,10 +91,17 @@ def metric_bars(names: Sequence[str], values: Mapping[str, Sequence[float]], pat
     return _save(fig, path)
 
 
-def training_curves(history: Sequence[Mapping[str, float]], path: str | Path) -> Path:
+def training_curves(history: Sequence[Mapping[str, float]], path: str | Path,
+                    final: Mapping[str, float] | None = None) -> Path:
     """Per-epoch curves: the loss J and its terms (sums over the training ratings), the mean loss
     per training rating where the trainer reports it, and the validation metrics (``val_…``:
-    rating errors and ranking metrics in separate panels)."""
+    rating errors and ranking metrics in separate panels). ``final``: validation metrics of the
+    returned model where training's last step changed it (the KNN blend), starred after the last epoch."""
+    return _save(training_curves_figure(history, final), path)
+
+
+def training_curves_figure(history: Sequence[Mapping[str, float]], final: Mapping[str, float] | None = None) -> Figure:
+    """The figure of `training_curves`: one axis per panel, one line per metric."""
     epochs = np.arange(1, len(history) + 1)
     keys = sorted({k for row in history for k in row})
     panels = [("training loss J (sum)", [k for k in keys if k.startswith("loss") and k != "loss_per_rating"], "J")]
@@ -111,11 +118,14 @@ def training_curves(history: Sequence[Mapping[str, float]], path: str | Path) ->
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
     for ax, (title, series, ylabel) in zip(axes, panels):
         for key in series:
-            ax.plot(epochs, [row.get(key, np.nan) for row in history], marker="o", ms=3, label=key)
+            (line,) = ax.plot(epochs, [row.get(key, np.nan) for row in history], marker="o", ms=3, label=key)
+            if final and key in final:
+                ax.plot([len(history)], [final[key]], marker="*", ms=11, ls="none", color=line.get_color(),
+                        label=f"{key}, returned model")
         ax.set(xlabel="epoch", ylabel=ylabel, title=title)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return fig
 
 
 def recall_at_k_curve(ks: Sequence[int], curves: Mapping[str, Sequence[float]], path: str | Path,

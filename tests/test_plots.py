@@ -50,6 +50,17 @@ def test_training_curves_put_the_per_rating_loss_in_its_own_panel(tmp_path):
     assert path.stat().st_size > 0
 
 
+def test_training_curves_star_the_returned_models_validation(tmp_path):
+    """The KNN blend changes the model after the last epoch: its validation RMSE is starred there."""
+    history = [{"epoch": e, "loss": 10.0 / e, "val_rmse": 1.0 - e / 10, "val_mae": 0.8 - e / 10} for e in (1, 2, 3)]
+    fig = plots.training_curves_figure(history, {"val_rmse": 0.5, "knn_blend_weight": 0.4})
+    rating_axis = fig.axes[-1]
+    starred = [line for line in rating_axis.get_lines() if line.get_label() == "val_rmse, returned model"]
+    assert len(starred) == 1 and list(starred[0].get_xdata()) == [3] and list(starred[0].get_ydata()) == [0.5]
+    assert len(rating_axis.get_lines()) == 3  # val_mae, val_rmse and the star: nothing for keys not plotted
+    assert len(plots.training_curves_figure(history).axes[-1].get_lines()) == 2
+
+
 def test_a_ranking_only_model_gets_ranking_plots_instead_of_rating_plots(tmp_path):
     run(config("model=cf_weighted", "model.rank=8", "train.epochs=2", "train.val_fraction=0.0"), tmp_path, label="w")
     written = {p.name for p in tmp_path.glob("*.png")}

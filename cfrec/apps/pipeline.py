@@ -221,7 +221,7 @@ def write_plots(model: Recommender, train: Ratings, test: Ratings, run_dir: Path
         plots.true_vs_predicted(test.values, pred, run_dir / "true_vs_predicted.png", label)
     history = getattr(model, "history", None)
     if history:
-        plots.training_curves(history, run_dir / "training_curves.png")
+        plots.training_curves(history, run_dir / "training_curves.png", getattr(model, "final_validation", None))
 
 
 def holds_out_nothing(cfg: Mapping[str, Any]) -> bool:
