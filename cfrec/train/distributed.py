@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import atexit
 import inspect
+import json
 import logging
 import os
 from dataclasses import dataclass
-from typing import Callable, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -157,18 +159,40 @@ class DataParallel:
         return DistributedDataParallel(model, gradient_as_bucket_view=True, **_NO_BUFFER_SYNC)
 
     def sum(self, tensor: Tensor) -> Tensor:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        _complete(dist.all_reduce(tensor, op=dist.ReduceOp.SUM, async_op=True))
         return tensor
 
     def from_main(self, compute: Callable[[], dict[str, float]]) -> dict[str, float]:
-        box = [compute() if self.is_main else None]
-        dist.broadcast_object_list(box, src=0, device=self.device)
-        return box[0]
+        # JSON bytes, not broadcast_object_list: nothing unpickled off the wire, and every
+        # collective goes through `_complete`; floats (NaN and inf too) round-trip exactly
+        payload = json.dumps(compute(), default=float).encode() if self.is_main else b""
+        size = torch.tensor([len(payload)], dtype=torch.int64, device=self.device)
+        _complete(dist.broadcast(size, src=0, async_op=True))
+        data = (torch.frombuffer(bytearray(payload), dtype=torch.uint8).to(self.device) if self.is_main
+                else torch.empty(int(size.item()), dtype=torch.uint8, device=self.device))
+        _complete(dist.broadcast(data, src=0, async_op=True))
+        return json.loads(data.cpu().numpy().tobytes())
 
     def any(self, flag: bool) -> bool:
         flags = torch.tensor([int(flag)], device=self.device)
-        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        _complete(dist.all_reduce(flags, op=dist.ReduceOp.MAX, async_op=True))
         return bool(flags.item())
+
+
+_LATEST: list[dist.Work] = []
+
+
+def _complete(work: dist.Work) -> None:
+    """Wait for ``work`` and keep its handle until the next collective.
+
+    The handle owns the collective's tensors. Were a gloo worker thread to drop the last
+    reference, it would free tensors Python has seen, which takes the GIL; a rank that exits just
+    after a collective (rank 1 after its last fit) finalizes the interpreter meanwhile, the thread
+    is refused the GIL and the process aborts ("terminate called without an active exception").
+    Kept here, the handle is released by this thread: at the next collective, or at exit.
+    """
+    work.wait()
+    _LATEST[:] = [work]
 
 
 def join(device: torch.device) -> DataParallel:
