@@ -17,7 +17,10 @@ from cfrec.data import Ratings, per_user_split, synthetic
 from cfrec.errors import TrainingDiverged
 from cfrec.models import CollaborativeFiltering, ContentBased
 from cfrec.models.factor import FactorModel
-from cfrec.train.distributed import launched_rank
+from cfrec.train.distributed import join, launched_rank
+
+SENT = {"third": 1 / 3, "tiny": 5e-324, "nan": float("nan"), "inf": float("-inf"), "count": 7}
+"""What rank 0 broadcasts with `DataParallel.from_main`: every rank must receive it exactly."""
 
 FULL = {"batch_size": None, "epochs": 10, "lr": 0.02, "seed": 1}
 MINI = {"batch_size": 1000, "epochs": 3, "lr": 0.02, "seed": 2}
@@ -75,6 +78,9 @@ def main(out: str) -> None:
         fit("diverges", distributed=True)
     except TrainingDiverged as error:
         results["diverges"] = str(error)
+    group = join(torch.device("cpu"))
+    received = group.from_main(lambda: SENT)
+    results["from_main_exact"] = not group.any(repr(received) != repr(SENT))
     if launched_rank() == 0:
         torch.save(results, out)
 

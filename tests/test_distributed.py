@@ -120,6 +120,11 @@ def test_every_rank_raises_at_the_step_one_process_diverges(data_parallel: dict)
     assert data_parallel["diverges"].split(":")[0] == where
 
 
+def test_metrics_from_rank_0_reach_every_rank_exactly(data_parallel: dict) -> None:
+    """`from_main` (validation metrics): floats to the last bit, NaN and inf included, on rank 1 too."""
+    assert data_parallel["from_main_exact"] is True
+
+
 def test_app_under_torchrun_writes_one_run_folder(tmp_path: Path) -> None:
     """No hydra.run.dir: rank 0 writes runs/<date>/<time>, rank 1 nothing at all."""
     done = torchrun("-m", "cfrec.apps.train", *TINY, "model=cf", "model.rank=4", "train.epochs=2",
