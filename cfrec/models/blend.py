@@ -75,7 +75,7 @@ class NeighborhoodBlend:
         if rated_items < 2:
             log.warning("knn_blend: %d rated movie(s) leave no neighbours: the neighbourhood blend is off", rated_items)
             return {}
-        knn = _item_knn(min(self.k, rated_items - 1), device).fit(fit_part)
+        knn = blend_knn(min(self.k, rated_items - 1), device).fit(fit_part)
         with torch.no_grad():
             factor = predict_pairs(model, val.users, val.items, device=device)
             neighbors = predict_pairs(knn, val.users, val.items, device=device)
@@ -112,12 +112,12 @@ class NeighborhoodBlend:
         weight, k = float(inner.pop("weight")), int(inner.pop("k"))
         if not 0.0 < weight <= 1.0:
             raise ValueError(f"{STATE_PREFIX}weight must lie in (0, 1], got {weight}")
-        knn = _item_knn(k, device).load_state(inner)
+        knn = blend_knn(k, device).load_state(inner)
         knn.rating_range = rating_range
         self.knn, self.weight = knn, weight
 
 
-def _item_knn(k: int, device: torch.device | str) -> ItemKNN:
+def blend_knn(k: int, device: torch.device | str) -> ItemKNN:
     """The blend's KNN: predictions only (no ranking lists; dim 1, as its SVD vectors are never read)."""
     return ItemKNN(k=k, dim=1, amplification=AMPLIFICATION, ranking="prediction", device=str(device))
 

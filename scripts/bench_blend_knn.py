@@ -1,0 +1,57 @@
+"""The default model's KNN blend at scale: its item-KNN fitted on synthetic data of the ML-25M shape.
+
+    python scripts/bench_blend_knn.py --ratings 25000000
+
+Generates ``--ratings`` ratings as ML-25M grows (`benchmark.data.synthetic_split`, shape ``ml25m``;
+the 10 % test split is dropped), fits the blend's `ItemKNN` (k 30, ρ 2.5, the `model.knn_blend`
+default) on the training ratings with one torch thread, then predicts a random 2 % of them (the
+size of the trainer's validation slice, on which β is fitted). Prints each step's seconds and
+the process's peak resident memory; docs/learned_models.md has a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmark.data import synthetic_split
+
+from cfrec.evaluate import predict_pairs
+from cfrec.models.blend import blend_knn
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ratings", type=int, default=25_000_000, help="synthetic ratings to generate")
+    parser.add_argument("--k", type=int, default=30, help="neighbours (model.knn_blend)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    start = time.perf_counter()
+    train, _ = synthetic_split(args.ratings, seed=0, shape="ml25m")
+    print(f"generated {len(train):,} train ratings, {train.n_users:,} users × {train.n_items:,} movies "
+          f"in {time.perf_counter() - start:.1f} s", flush=True)
+
+    start = time.perf_counter()
+    knn = blend_knn(args.k, "cpu").fit(train)
+    print(f"item-KNN fit (k {args.k}): {time.perf_counter() - start:.1f} s", flush=True)
+
+    pick = np.random.default_rng(0).choice(len(train), size=len(train) // 50, replace=False)
+    start = time.perf_counter()
+    predict_pairs(knn, train.users[pick], train.items[pick])
+    seconds = time.perf_counter() - start
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB on Linux
+    print(f"predict {len(pick):,} pairs: {seconds:.1f} s ({seconds / len(pick) * 1e6:.1f} µs a pair); "
+          f"peak resident memory {peak_gb:.2f} GB", flush=True)
+
+
+if __name__ == "__main__":
+    main()
