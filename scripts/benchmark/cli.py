@@ -39,7 +39,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from cfrec.threads import resolve_threads_with_source, usable_cpus
+from cfrec.threads import DEFAULT_THREADS, resolve_threads_with_source, usable_cpus
 
 from . import report
 from .data import data_label, load_split, presets, scaling_sizes, shape_law, synthetic_shape, synthetic_split
@@ -116,7 +116,7 @@ def run_data_sections(runner: Runner, label: str, device: str, args: argparse.Na
     if first and "surprise" in args.sections:
         jobs["surprise"] = Job("surprise", label, device, common, args.threads)
     if first and "load" in args.sections:
-        counts = list(dict.fromkeys([args.threads, usable_cpus()]))  # the default first, then every CPU
+        counts = list(dict.fromkeys([DEFAULT_THREADS, args.threads, usable_cpus()]))  # cfrec's default first
         jobs["load"] = Job("load", label, device, {"helpers": args.load_helpers, "thread_counts": counts, **common}, args.threads)
     out: dict[str, Any] = {}
     for name, job in jobs.items():

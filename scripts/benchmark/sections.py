@@ -24,7 +24,7 @@ from cfrec import metrics
 from cfrec.data import Ratings
 from cfrec.errors import ConfigError
 from cfrec.evaluate import evaluate, ranking_metrics
-from cfrec.threads import apply_threads
+from cfrec.threads import DEFAULT_THREADS, apply_threads
 
 from .data import fit_fresh, new_model
 from .peers import measure_peers, surprise_trainset
@@ -185,7 +185,7 @@ def measure_load(
     for threads, runs in seconds.items():
         quiet, loaded = bt.summarize(runs["quiet"]), bt.summarize(runs["loaded"])
         rows[str(threads)] = {"quiet": quiet, "loaded": loaded, "ratio": loaded["median"] / quiet["median"]}
-    return {"model": model, "helpers": helpers, "threads": rows, "default_threads": thread_counts[0]}
+    return {"model": model, "helpers": helpers, "threads": rows, "default_threads": DEFAULT_THREADS}
 
 
 def measure_scaling(
