@@ -12,15 +12,14 @@ the process's peak resident memory; docs/learned_models.md has a run.
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchtools as bt
 from benchmark.data import synthetic_split
 
 from cfrec.evaluate import predict_pairs
@@ -35,23 +34,17 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    start = time.perf_counter()
-    train, _ = synthetic_split(args.ratings, seed=0, shape="ml25m")
+    seconds, (train, _) = bt.timed(lambda: synthetic_split(args.ratings, seed=0, shape="ml25m"))
     print(f"generated {len(train):,} train ratings, {train.n_users:,} users × {train.n_items:,} movies "
-          f"in {time.perf_counter() - start:.1f} s", flush=True)
+          f"in {seconds:.1f} s", flush=True)
 
-    start = time.perf_counter()
-    knn = blend_knn(args.k, "cpu").fit(train)
-    print(f"item-KNN fit (k {args.k}): {time.perf_counter() - start:.1f} s", flush=True)
+    seconds, knn = bt.timed(lambda: blend_knn(args.k, "cpu").fit(train))
+    print(f"item-KNN fit (k {args.k}): {seconds:.1f} s", flush=True)
 
     pick = np.random.default_rng(0).choice(len(train), size=len(train) // 50, replace=False)
-    start = time.perf_counter()
-    predict_pairs(knn, train.users[pick], train.items[pick])
-    seconds = time.perf_counter() - start
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB on Linux
+    seconds, _ = bt.timed(lambda: predict_pairs(knn, train.users[pick], train.items[pick]))
     print(f"predict {len(pick):,} pairs: {seconds:.1f} s ({seconds / len(pick) * 1e6:.1f} µs a pair); "
-          f"peak resident memory {peak_gb:.2f} GB", flush=True)
-
+          f"peak resident memory {bt.peak_rss_mb() / 1024:.2f} GiB", flush=True)
 
 if __name__ == "__main__":
     main()
