@@ -53,12 +53,13 @@ def predict_pairs(
     model: Recommender, users: np.ndarray, items: np.ndarray, *, batch_size: int = 1 << 16,
     device: torch.device | str = "cpu",
 ) -> Tensor:
-    """``model.predict`` over many code pairs in batches; a float32 CPU tensor."""
+    """``model.predict`` over many code pairs in batches, without autograd; a float32 CPU tensor."""
     out = []
-    for start in range(0, len(users), batch_size):
-        u = torch.as_tensor(users[start : start + batch_size], device=device)
-        i = torch.as_tensor(items[start : start + batch_size], device=device)
-        out.append(model.predict(u, i).detach().float().cpu())
+    with torch.no_grad():
+        for start in range(0, len(users), batch_size):
+            u = torch.as_tensor(users[start : start + batch_size], device=device)
+            i = torch.as_tensor(items[start : start + batch_size], device=device)
+            out.append(model.predict(u, i).float().cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
 

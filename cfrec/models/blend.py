@@ -76,9 +76,8 @@ class NeighborhoodBlend:
             log.warning("knn_blend: %d rated movie(s) leave no neighbours: the neighbourhood blend is off", rated_items)
             return {}
         knn = blend_knn(min(self.k, rated_items - 1), device).fit(fit_part)
-        with torch.no_grad():
-            factor = predict_pairs(model, val.users, val.items, device=device)
-            neighbors = predict_pairs(knn, val.users, val.items, device=device)
+        factor = predict_pairs(model, val.users, val.items, device=device)
+        neighbors = predict_pairs(knn, val.users, val.items, device=device)
         true = torch.as_tensor(val.values)
         weight = blend_weight(factor.double().numpy(), neighbors.double().numpy(), val.values)
         measured = metrics.rating_metrics((1 - weight) * factor + weight * neighbors, true)

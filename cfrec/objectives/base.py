@@ -100,8 +100,7 @@ def rating_validation(model: "FactorModel", val: Ratings, device: torch.device, 
     """RMSE, MAE and accuracy of the model's rating predictions on ``val``."""
     from cfrec.evaluate import predict_pairs  # the evaluator imports the models
 
-    with torch.no_grad():
-        pred = predict_pairs(model, val.users, val.items, device=device)
+    pred = predict_pairs(model, val.users, val.items, device=device)
     measured = metrics.rating_metrics(pred, torch.as_tensor(val.values), tolerance)
     return {f"val_{name}": value for name, value in measured.items()}
 
