@@ -57,6 +57,7 @@ import torch
 from torch import Tensor
 
 from cfrec.data.ratings import Ratings
+from cfrec.device import resolve_device
 from cfrec.errors import CheckpointError, ConfigError
 from cfrec.index import PRESETS, HNSWIndex, as_matrix
 from cfrec.models.base import Recommender
@@ -64,7 +65,6 @@ from cfrec.models.baseline import BiasBaseline, fit_biases
 from cfrec.models.neighbors import neighbor_lists, rating_neighbors
 from cfrec.models.rating_table import CellTable
 from cfrec.models.svd import matrix_embeddings, normalize_rows
-from cfrec.device import resolve_device
 from cfrec.validation import check_choice, check_int, check_number
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ class _NeighborhoodKNN(Recommender):
             raise ConfigError("dim", f"asks for {self.dim} SVD components of a {users} x {items} rating matrix "
                                      f"(at most {min(users, items)})")
 
-    def fit(self, train: Ratings) -> "_NeighborhoodKNN":
+    def fit(self, train: Ratings) -> _NeighborhoodKNN:
         self.validate(train)
         self._remember_shape(train)
         bias = BiasBaseline()
@@ -243,7 +243,7 @@ class _NeighborhoodKNN(Recommender):
         """What `load_state` needs, on the CPU (a checkpoint never pins a device)."""
         return {name: t.cpu() for name, t in self._state.items()}
 
-    def load_state(self, state: dict[str, Tensor], device: str | torch.device | None = None) -> "_NeighborhoodKNN":
+    def load_state(self, state: dict[str, Tensor], device: str | torch.device | None = None) -> _NeighborhoodKNN:
         """Restore `state` (tensors on any device) onto ``device`` (default: the model's device),
         rebuilding the lookup tables and, for rating similarity, the neighbour lists."""
         if device is not None:
@@ -336,7 +336,7 @@ class _NeighborhoodKNN(Recommender):
         """Device lists for the lookups and the sparse weight matrix of the aggregate ranking."""
         n_entities = len(neighbors)
         # empty slots (-1) point at the table's never-rated sentinel column
-        self._neighbors = torch.where(neighbors < 0, n_entities, neighbors).to(self.device)  # (n, m)
+        self._neighbors = torch.where(neighbors < 0, n_entities, neighbors).to(self.device, torch.int32)  # (n, m)
         self._sims = sims.to(self.device)
         if self.mode == "improved":
             keep = (neighbors >= 0) & (sims > self.min_similarity)
@@ -364,16 +364,18 @@ class _NeighborhoodKNN(Recommender):
     def _predict_chunk(self, users: Tensor, items: Tensor) -> Tensor:
         """Predictions for a chunk of pairs, gathering each row's neighbour list: (B,)."""
         own, other = (users, items) if self.entity == "user" else (items, users)
-        values, rated = self._table.lookup(other[:, None], self._neighbors[own])  # (B, m) each
+        # index_select, not advanced indexing, and float masks, not bool ones: several times faster on CPU
+        values, rated = self._table.lookup(other[:, None], self._neighbors.index_select(0, own))  # (B, m) each
         if self.mode == "reference":
-            sims = self._sims[own]  # (B, k)
-            used = rated & (sims != 0)  # neighbours that rated it
-            return self._combine((sims * values).sum(1), (sims * used).sum(1), used.sum(1), users, items)
-        weights = self._pair_weights[own]  # (B, m), most similar first
-        used = rated & (weights != 0)
-        used &= torch.cumsum(used, dim=1) <= self._k  # the k most similar that rated it
-        weights = torch.where(used, weights, 0.0)
-        pred = self._combine((weights * values).sum(1), weights.abs().sum(1), used.sum(1), users, items)
+            sims = self._sims.index_select(0, own).mul_(rated)  # (B, k): similarities of neighbours that rated it
+            return self._combine((sims * values).sum(1), sims.sum(1), sims.sign().abs_().sum(1), users, items)
+        weights = self._pair_weights.index_select(0, own).mul_(rated)  # (B, m), most similar first
+        used = weights.sign().abs_()  # 1.0 for a neighbour that rated it and may enter
+        first_k = used.cumsum(1).neg_().add_(self._k + 1).clamp_(0.0, 1.0)  # 1.0 while at most k are used
+        used.mul_(first_k)
+        weights.mul_(first_k)
+        num = (weights * values).sum(1)
+        pred = self._combine(num, weights.abs_().sum(1), used.sum(1), users, items)
         return self.clip(pred)
 
     def _combine(self, num: Tensor, den: Tensor, count: Tensor, users: Tensor, items: Tensor) -> Tensor:

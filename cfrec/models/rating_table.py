@@ -14,7 +14,9 @@ class CellTable:
     Cells live in a dense row-major table when it fits in ``dense_mb`` MiB, else they are found by
     binary search in the sorted cell keys (same results, slower). Reading one row's cells for
     many columns touches one contiguous row, so batches should group reads by row. Column
-    ``n_cols`` is a sentinel that is never stored: use it for empty slots.
+    ``n_cols`` is a sentinel that is never stored: use it for empty slots. The dense table is
+    addressed with ``key_dtype`` (int32 whenever its cells fit: half the index traffic), so
+    callers that keep their column lists in that dtype skip a conversion per lookup.
     """
 
     def __init__(self, matrix: sp.spmatrix, *, device: str | torch.device = "cpu", dense_mb: float = 256.0):
@@ -26,20 +28,25 @@ class CellTable:
         keys = torch.as_tensor(rows * self.width + csr.indices, device=device)  # (nnz,) ascending
         values = torch.as_tensor(csr.data, device=device)  # (nnz,)
         self.dense: Tensor | None = None
+        self.key_dtype = torch.int64
         if n_rows * self.width * 4 <= dense_mb * 2**20:
             self.dense = torch.full((n_rows * self.width,), float("nan"), device=device)
             self.dense[keys] = values
+            if n_rows * self.width < 2**31:
+                self.key_dtype = torch.int32
         else:
             self.keys, self.values = keys, values
 
     def lookup(self, rows: Tensor, cols: Tensor) -> tuple[Tensor, Tensor]:
-        """Cells (rows, cols), broadcast together: (values with 0 where absent, present mask)."""
-        keys = rows * self.width + cols
-        if self.dense is not None:
-            found = self.dense[keys]
-            present = ~torch.isnan(found)
+        """Cells (rows, cols), broadcast together: (values, 0 where absent; presence, 1.0 where the
+        cell is stored, 0.0 where absent). Both are float: masks kept as floats let every later
+        step run on vectorised float kernels (CPU ``where`` and ``masked_fill`` with a bool mask
+        run several times slower)."""
+        keys = rows.to(self.key_dtype) * self.width + cols.to(self.key_dtype)
+        if self.dense is not None:  # index_select on the flat keys: far faster than advanced indexing
+            found = self.dense.index_select(0, keys.reshape(-1)).view(keys.shape)  # NaN where absent
         else:
             pos = torch.searchsorted(self.keys, keys).clamp(max=len(self.keys) - 1)
-            found = self.values[pos]
-            present = self.keys[pos] == keys
-        return torch.where(present, found, 0.0), present
+            found = torch.where(self.keys[pos] == keys, self.values[pos], float("nan"))
+        presence = found.mul(0.0).add_(1.0).nan_to_num_(0.0)  # NaN · 0 + 1 stays NaN
+        return found.nan_to_num_(0.0, posinf=float("inf"), neginf=float("-inf")), presence

@@ -1,0 +1,42 @@
+"""CellTable: batched cell reads against a brute-force read of the same sparse matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from cfrec.models.rating_table import CellTable
+
+
+@pytest.fixture
+def matrix() -> sp.csr_matrix:
+    rng = np.random.default_rng(0)
+    dense = rng.integers(1, 6, size=(40, 25)).astype(np.float32) * (rng.random((40, 25)) < 0.3)
+    dense[3, 7] = -2.5  # negative and fractional values are stored as given
+    return sp.csr_matrix(dense)
+
+
+@pytest.mark.parametrize("dense_mb", [256.0, 0.0])
+def test_lookup_matches_brute_force_reads_and_marks_absent_cells(matrix, dense_mb):
+    table = CellTable(matrix, dense_mb=dense_mb)
+    assert (table.dense is not None) == (dense_mb > 0)
+    rng = np.random.default_rng(1)
+    rows = torch.as_tensor(rng.integers(0, 40, size=(200, 1)))
+    cols = torch.as_tensor(rng.integers(0, 26, size=(200, 9)), dtype=torch.int32)  # 25: the sentinel column
+    values, presence = table.lookup(rows, cols)
+    full = np.hstack([matrix.toarray(), np.zeros((40, 1), np.float32)])  # + the never-stored sentinel
+    stored = np.hstack([matrix.toarray() != 0, np.zeros((40, 1), bool)])
+    r, c = rows.numpy(), cols.numpy()
+    assert values.dtype == presence.dtype == torch.float32
+    np.testing.assert_array_equal(values.numpy(), full[r, c])
+    np.testing.assert_array_equal(presence.numpy(), stored[r, c].astype(np.float32))
+    assert presence.sum() > 0 and (presence == 0).sum() > 0
+
+
+def test_dense_keys_are_int32_only_while_every_cell_fits():
+    small = CellTable(sp.csr_matrix((3, 4), dtype=np.float32))
+    assert small.key_dtype == torch.int32
+    sparse = CellTable(sp.csr_matrix((3, 4), dtype=np.float32), dense_mb=0)
+    assert sparse.key_dtype == torch.int64
