@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from cfrec.data import Ratings
-from cfrec.models.losses import Factors, Penalty, dense_loss, index_loss
+from cfrec.models.losses import (
+    AllCellsSquared,
+    Factors,
+    Penalty,
+    dense_loss,
+    index_loss,
+)
 from cfrec.train.batches import DenseLayout, IndexLayout
 
 LAM, LAM_B = 0.7, 0.3
@@ -59,7 +65,7 @@ def notes_loss(Y, theta, x, lam):
 
 
 def leaf_factors(theta, x, b_u=None, b_i=None, mean=0.0) -> Factors:
-    t = lambda a: torch.tensor(a, dtype=torch.float64, requires_grad=True)  # noqa: E731
+    t = lambda a: torch.tensor(a, dtype=torch.float64, requires_grad=True)
     if b_u is None:
         return Factors(t(theta), t(x))
     return Factors(t(theta), t(x), torch.tensor(mean, dtype=torch.float64), t(b_u), t(b_i))
@@ -189,3 +195,17 @@ def test_count_scaled_mini_batches_add_up_to_j(layout_cls) -> None:
     generator = torch.Generator().manual_seed(0)
     full = reg(next(layout.batches(None, generator)))
     assert sum(float(reg(b)) for b in layout.batches(7, generator)) == pytest.approx(float(full), rel=1e-5)
+
+
+def test_all_cells_squared_value_and_gradient_match_brute_force() -> None:
+    gen = torch.Generator().manual_seed(3)
+    theta = torch.randn(7, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    x = torch.randn(5, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    value = AllCellsSquared.apply(theta, x)
+    grads = torch.autograd.grad(value, (theta, x))
+    brute = ((theta @ x.T) ** 2).sum()  # every cell of the 7 × 5 grid, one by one
+    brute_grads = torch.autograd.grad(brute, (theta, x))
+    torch.testing.assert_close(value, brute)
+    for got, want in zip(grads, brute_grads):
+        torch.testing.assert_close(got, want)
+    assert torch.autograd.gradcheck(AllCellsSquared.apply, (theta.detach().requires_grad_(), x.detach().requires_grad_()))
