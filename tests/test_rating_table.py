@@ -7,6 +7,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from cfrec.models import rating_table
 from cfrec.models.rating_table import CellTable
 
 
@@ -15,15 +16,18 @@ def matrix() -> sp.csr_matrix:
     rng = np.random.default_rng(0)
     dense = rng.integers(1, 6, size=(40, 25)).astype(np.float32) * (rng.random((40, 25)) < 0.3)
     dense[3, 7] = -2.5  # negative and fractional values are stored as given
+    dense[5] = 0  # a row without any stored cell
     return sp.csr_matrix(dense)
 
 
-@pytest.mark.parametrize("dense_mb", [256.0, 0.0])
-def test_lookup_matches_brute_force_reads_and_marks_absent_cells(matrix, dense_mb):
+@pytest.mark.parametrize(("dense_mb", "block_mb"), [(256.0, 64.0), (0.0, 64.0), (0.0, 0.0)])
+def test_lookup_matches_brute_force_reads_and_marks_absent_cells(matrix, dense_mb, block_mb, monkeypatch):
+    """The dense table, the sparse path's block of the rows read, and its binary search."""
+    monkeypatch.setattr(rating_table, "BLOCK_MB", block_mb)
     table = CellTable(matrix, dense_mb=dense_mb)
     assert (table.dense is not None) == (dense_mb > 0)
     rng = np.random.default_rng(1)
-    rows = torch.as_tensor(rng.integers(0, 40, size=(200, 1)))
+    rows = torch.as_tensor(np.append(rng.integers(0, 40, size=199), 5)[:, None])  # row 5: no cells
     cols = torch.as_tensor(rng.integers(0, 26, size=(200, 9)), dtype=torch.int32)  # 25: the sentinel column
     values, presence = table.lookup(rows, cols)
     full = np.hstack([matrix.toarray(), np.zeros((40, 1), np.float32)])  # + the never-stored sentinel
@@ -40,3 +44,9 @@ def test_dense_keys_are_int32_only_while_every_cell_fits():
     assert small.key_dtype == torch.int32
     sparse = CellTable(sp.csr_matrix((3, 4), dtype=np.float32), dense_mb=0)
     assert sparse.key_dtype == torch.int64
+
+
+def test_an_empty_lookup_returns_empty_tensors(matrix):
+    for table in (CellTable(matrix), CellTable(matrix, dense_mb=0)):
+        values, presence = table.lookup(torch.zeros((0, 1), dtype=torch.long), torch.zeros((0, 4), dtype=torch.long))
+        assert values.shape == presence.shape == (0, 4)

@@ -7,12 +7,16 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
+BLOCK_MB = 64.0  # the largest dense block of just the rows one sparse lookup reads
+
 
 class CellTable:
     """Reads many cells of a sparse (rows × cols) matrix at once, on CPU or GPU.
 
     Cells live in a dense row-major table when it fits in ``dense_mb`` MiB, else they are found by
-    binary search in the sorted cell keys (same results, slower). Reading one row's cells for
+    binary search in the sorted cell keys (same results, slower): in the cells of just the rows a
+    lookup reads, gathered first, when those are few (a slice that stays in cache instead of a
+    search through every cell). Reading one row's cells for
     many columns touches one contiguous row, so batches should group reads by row. Column
     ``n_cols`` is a sentinel that is never stored: use it for empty slots. The dense table is
     addressed with ``key_dtype`` (int32 whenever its cells fit: half the index traffic), so
@@ -36,6 +40,7 @@ class CellTable:
                 self.key_dtype = torch.int32
         else:
             self.keys, self.values = keys, values
+            self.row_starts = torch.as_tensor(csr.indptr.astype(np.int64), device=device)  # (n_rows + 1,)
 
     def lookup(self, rows: Tensor, cols: Tensor) -> tuple[Tensor, Tensor]:
         """Cells (rows, cols), broadcast together: (values, 0 where absent; presence, 1.0 where the
@@ -46,7 +51,26 @@ class CellTable:
         if self.dense is not None:  # index_select on the flat keys: far faster than advanced indexing
             found = self.dense.index_select(0, keys.reshape(-1)).view(keys.shape)  # NaN where absent
         else:
-            pos = torch.searchsorted(self.keys, keys).clamp(max=len(self.keys) - 1)
-            found = torch.where(self.keys[pos] == keys, self.values[pos], float("nan"))
+            found = self._sparse_lookup(rows, cols, keys)
         presence = found.mul(0.0).add_(1.0).nan_to_num_(0.0)  # NaN · 0 + 1 stays NaN
         return found.nan_to_num_(0.0, posinf=float("inf"), neginf=float("-inf")), presence
+
+    def _sparse_lookup(self, rows: Tensor, cols: Tensor, keys: Tensor) -> Tensor:
+        """Cells by key from the sorted cells, NaN where absent. When the rows read are few enough
+        for a dense block of them (`BLOCK_MB`), their cells are scattered into one and read by
+        index (a memset and a gather: several times faster than a binary search per cell)."""
+        read = torch.unique(rows.reshape(-1))  # ascending
+        if keys.numel() == 0:
+            return torch.full(keys.shape, float("nan"), device=keys.device)
+        if len(read) * self.width * 4 > BLOCK_MB * 2**20:
+            pos = torch.searchsorted(self.keys, keys).clamp(max=len(self.keys) - 1)
+            return torch.where(self.keys[pos] == keys, self.values[pos], float("nan"))
+        read = read.long()
+        starts, lengths = self.row_starts[read], self.row_starts[read + 1] - self.row_starts[read]
+        ends = torch.cumsum(lengths, 0)
+        cells = torch.arange(int(ends[-1]), device=keys.device) + torch.repeat_interleave(starts - (ends - lengths), lengths)
+        shift = torch.repeat_interleave((read - torch.arange(len(read), device=read.device)) * self.width, lengths)
+        block = torch.full((len(read) * self.width,), float("nan"), device=keys.device)
+        block[self.keys.index_select(0, cells) - shift] = self.values.index_select(0, cells)  # row j of the block: read[j]
+        local = torch.searchsorted(read, rows.long().contiguous()) * self.width + cols.long()
+        return block.index_select(0, local.reshape(-1)).view(keys.shape)
