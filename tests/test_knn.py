@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from contract import ModelContract
 
 from cfrec.checkpoint import load_model, save_model
 from cfrec.data import Ratings, Split
@@ -17,7 +19,6 @@ from cfrec.models import knn as knn_module
 from cfrec.models.baseline import fit_biases
 from cfrec.models.neighbors import rating_neighbors
 from cfrec.models.svd import randomized_svd, svd_embeddings
-from contract import ModelContract
 
 SMALL = {"k": 15, "dim": 12}
 
@@ -267,6 +268,29 @@ def test_sparse_lookups_and_small_chunks_agree_with_the_dense_path(small_split, 
     torch.testing.assert_close(sparse.predict(users, items), dense)
     order = torch.randperm(len(users), generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(sparse.predict(users[order], items[order]), dense[order])
+
+
+def test_sparse_lookups_in_blocks_of_a_few_rows_agree_with_the_dense_path(small_split, monkeypatch):
+    from cfrec.models import rating_table
+    users, items = pairs_of(small_split)
+    dense = ItemKNN(**SMALL).fit(small_split.train).predict(users, items)
+    sparse = ItemKNN(**SMALL, dense_mb=0).fit(small_split.train)
+    monkeypatch.setattr(rating_table, "BLOCK_MB", 3 * sparse._table.width * 4 / 2**20)  # 3 rows a block
+    assert sparse._table.rows_per_lookup == 3
+    torch.testing.assert_close(sparse.predict(users, items), dense)
+
+
+@pytest.mark.parametrize(("step", "rows_per_chunk"), [(4, 2), (100, 1), (3, None), (1, 5)])
+def test_chunk_bounds_respect_both_limits_and_cover_every_pair(step, rows_per_chunk):
+    rows = torch.as_tensor(np.sort(np.random.default_rng(0).integers(0, 9, size=40)))
+    bounds = knn_module.chunk_bounds(rows, step, rows_per_chunk)
+    assert bounds[0] == 0 and bounds[-1] == 40 and all(a < b for a, b in itertools.pairwise(bounds))
+    for a, b in itertools.pairwise(bounds):
+        assert b - a <= step
+        if rows_per_chunk is not None:
+            assert len(set(rows[a:b].tolist())) <= rows_per_chunk
+            if b < 40:  # greedy: the next pair would break a limit
+                assert b - a == step or len(set(rows[a:b + 1].tolist())) > rows_per_chunk
 
 
 def test_hnsw_neighbours_match_exact_ones(small_split):

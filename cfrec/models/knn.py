@@ -48,6 +48,7 @@ use unless they were given as ``embeddings``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Any, ClassVar
 
@@ -212,10 +213,10 @@ class _NeighborhoodKNN(Recommender):
         order = torch.argsort(items if self.entity == "user" else users, stable=True)
         users, items = users[order], items[order]
         step = max(1, PAIRS_PER_CHUNK // max(1, self._neighbors.shape[1]))
+        bounds = chunk_bounds(items if self.entity == "user" else users, step, self._table.rows_per_lookup)
         pred = torch.empty(len(users), device=self.device)
-        for start in range(0, len(users), step):
-            chunk = slice(start, start + step)
-            pred[order[chunk]] = self._predict_chunk(users[chunk], items[chunk])
+        for start, end in itertools.pairwise(bounds):
+            pred[order[start:end]] = self._predict_chunk(users[start:end], items[start:end])
         return pred.to(out_device)
 
     def score(self, users: Tensor) -> Tensor:
@@ -408,6 +409,28 @@ class ItemKNN(_NeighborhoodKNN):
 
     name = "item_knn"
     entity = "item"
+
+
+def chunk_bounds(rows: Tensor, step: int, rows_per_chunk: int | None) -> list[int]:
+    """Bounds of consecutive chunks of the sorted ``rows``, each at most ``step`` long and reading
+    at most ``rows_per_chunk`` distinct rows (any number for None): [0, …, len(rows)]."""
+    n = len(rows)
+    if rows_per_chunk is None or n == 0:
+        return [*range(0, n, step), n]
+    codes = rows.cpu().numpy()
+    is_new = np.ones(n, dtype=bool)
+    is_new[1:] = codes[1:] != codes[:-1]
+    run = np.cumsum(is_new) - 1  # which distinct row each position reads
+    run_starts = np.flatnonzero(is_new)
+    bounds = [0]
+    while bounds[-1] < n:
+        start = bounds[-1]
+        end = start + step
+        first_outside = run[start] + rows_per_chunk
+        if first_outside < len(run_starts):
+            end = min(end, int(run_starts[first_outside]))
+        bounds.append(min(end, n))
+    return bounds
 
 
 def _weight_matrix(neighbors: np.ndarray, sims: np.ndarray) -> sp.csr_matrix:

@@ -42,6 +42,12 @@ class CellTable:
             self.keys, self.values = keys, values
             self.row_starts = torch.as_tensor(csr.indptr.astype(np.int64), device=device)  # (n_rows + 1,)
 
+    @property
+    def rows_per_lookup(self) -> int | None:
+        """The most distinct rows one lookup should read for the sparse path's block to be used
+        (None: the dense table reads any)."""
+        return None if self.dense is not None else max(1, int(BLOCK_MB * 2**20 // (self.width * 4)))
+
     def lookup(self, rows: Tensor, cols: Tensor) -> tuple[Tensor, Tensor]:
         """Cells (rows, cols), broadcast together: (values, 0 where absent; presence, 1.0 where the
         cell is stored, 0.0 where absent). Both are float: masks kept as floats let every later
