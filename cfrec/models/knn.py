@@ -210,10 +210,11 @@ class _NeighborhoodKNN(Recommender):
         users, items = users.to(self.device), items.to(self.device)
         # pairs sorted by the rating-table row they read (the item for user-based, the user for
         # item-based), so consecutive lookups hit the same cached row
-        order = torch.argsort(items if self.entity == "user" else users, stable=True)
+        table_rows = items if self.entity == "user" else users
+        order = torch.argsort(table_rows, stable=True)
         users, items = users[order], items[order]
         step = max(1, PAIRS_PER_CHUNK // max(1, self._neighbors.shape[1]))
-        bounds = chunk_bounds(items if self.entity == "user" else users, step, self._table.rows_per_lookup)
+        bounds = chunk_bounds(table_rows[order], step, self._table.rows_per_lookup)
         pred = torch.empty(len(users), device=self.device)
         for start, end in itertools.pairwise(bounds):
             pred[order[start:end]] = self._predict_chunk(users[start:end], items[start:end])

@@ -14,10 +14,10 @@ class CellTable:
     """Reads many cells of a sparse (rows × cols) matrix at once, on CPU or GPU.
 
     Cells live in a dense row-major table when it fits in ``dense_mb`` MiB, else they are found by
-    binary search in the sorted cell keys (same results, slower): in the cells of just the rows a
-    lookup reads, gathered first, when those are few (a slice that stays in cache instead of a
-    search through every cell). Reading one row's cells for
-    many columns touches one contiguous row, so batches should group reads by row. Column
+    scattering the cells of just the rows a lookup reads into a dense block of them, while that
+    block fits in `BLOCK_MB` (same results; else a binary search in the sorted cell keys, slower).
+    Reading one row's cells for many columns touches one contiguous row, so batches should group
+    reads by row. Column
     ``n_cols`` is a sentinel that is never stored: use it for empty slots. The dense table is
     addressed with ``key_dtype`` (int32 whenever its cells fit: half the index traffic), so
     callers that keep their column lists in that dtype skip a conversion per lookup.
@@ -46,7 +46,11 @@ class CellTable:
     def rows_per_lookup(self) -> int | None:
         """The most distinct rows one lookup should read for the sparse path's block to be used
         (None: the dense table reads any)."""
-        return None if self.dense is not None else max(1, int(BLOCK_MB * 2**20 // (self.width * 4)))
+        return None if self.dense is not None else max(1, self._block_rows())
+
+    def _block_rows(self) -> int:
+        """How many rows of the sparse path's block fit in `BLOCK_MB`."""
+        return int(BLOCK_MB * 2**20 // (self.width * 4))
 
     def lookup(self, rows: Tensor, cols: Tensor) -> tuple[Tensor, Tensor]:
         """Cells (rows, cols), broadcast together: (values, 0 where absent; presence, 1.0 where the
@@ -65,14 +69,14 @@ class CellTable:
         """Cells by key from the sorted cells, NaN where absent. When the rows read are few enough
         for a dense block of them (`BLOCK_MB`), their cells are scattered into one and read by
         index (a memset and a gather: several times faster than a binary search per cell)."""
-        read = torch.unique(rows.reshape(-1))  # ascending
         if keys.numel() == 0:
             return torch.full(keys.shape, float("nan"), device=keys.device)
-        if len(read) * self.width * 4 > BLOCK_MB * 2**20:
+        read = torch.unique(rows.reshape(-1)).long()  # ascending
+        if len(read) > self._block_rows():
             pos = torch.searchsorted(self.keys, keys).clamp(max=len(self.keys) - 1)
             return torch.where(self.keys[pos] == keys, self.values[pos], float("nan"))
-        read = read.long()
-        starts, lengths = self.row_starts[read], self.row_starts[read + 1] - self.row_starts[read]
+        starts = self.row_starts[read]
+        lengths = self.row_starts[read + 1] - starts
         ends = torch.cumsum(lengths, 0)
         cells = torch.arange(int(ends[-1]), device=keys.device) + torch.repeat_interleave(starts - (ends - lengths), lengths)
         shift = torch.repeat_interleave((read - torch.arange(len(read), device=read.device)) * self.width, lengths)
