@@ -293,6 +293,12 @@ def test_chunk_bounds_respect_both_limits_and_cover_every_pair(step, rows_per_ch
                 assert b - a == step or len(set(rows[a:b + 1].tolist())) > rows_per_chunk
 
 
+@pytest.mark.parametrize(("step", "rows_per_chunk"), [(0, 2), (4, 0)])
+def test_chunk_bounds_refuse_empty_chunks(step, rows_per_chunk):
+    with pytest.raises(ValueError, match="step >= 1 and rows_per_chunk >= 1"):
+        knn_module.chunk_bounds(torch.zeros(3, dtype=torch.long), step, rows_per_chunk)
+
+
 def test_hnsw_neighbours_match_exact_ones(small_split):
     exact = UserKNN(**SMALL, mode="reference").fit(small_split.train).state()["neighbors"]
     approx = UserKNN(**SMALL, mode="reference", neighbors="hnsw", hnsw="notebook").fit(small_split.train).state()["neighbors"]

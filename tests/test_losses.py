@@ -209,3 +209,12 @@ def test_all_cells_squared_value_and_gradient_match_brute_force() -> None:
     for got, want in zip(grads, brute_grads):
         torch.testing.assert_close(got, want)
     assert torch.autograd.gradcheck(AllCellsSquared.apply, (theta.detach().requires_grad_(), x.detach().requires_grad_()))
+
+
+def test_all_cells_squared_refuses_a_second_derivative() -> None:
+    """Its backward reuses the forward's Gramians, so differentiating it again would be wrong: refused."""
+    theta = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    grad_theta, _ = torch.autograd.grad(AllCellsSquared.apply(theta, x), (theta, x), create_graph=True)
+    with pytest.raises(RuntimeError, match="does not require grad|differentiable"):
+        torch.autograd.grad(grad_theta.sum(), theta)

@@ -50,3 +50,41 @@ def test_an_empty_lookup_returns_empty_tensors(matrix):
     for table in (CellTable(matrix), CellTable(matrix, dense_mb=0)):
         values, presence = table.lookup(torch.zeros((0, 1), dtype=torch.long), torch.zeros((0, 4), dtype=torch.long))
         assert values.shape == presence.shape == (0, 4)
+
+
+def test_the_binary_search_of_a_table_without_cells_finds_nothing(monkeypatch):
+    monkeypatch.setattr(rating_table, "BLOCK_MB", 0.0)  # no block: the search serves every lookup
+    table = CellTable(sp.csr_matrix((4, 6), dtype=np.float32), dense_mb=0)
+    values, presence = table.lookup(torch.tensor([[0], [3]]), torch.tensor([[1, 5], [0, 6]]))
+    assert torch.equal(values, torch.zeros(2, 2)) and torch.equal(presence, torch.zeros(2, 2))
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_a_non_finite_value_is_refused_with_its_cell(bad):
+    dense = np.zeros((3, 4), np.float32)
+    dense[0, 1], dense[2, 3] = 4.0, bad
+    with pytest.raises(ValueError, match=r"cell \(2, 3\)"):
+        CellTable(sp.csr_matrix(dense))
+
+
+@pytest.mark.parametrize("dense_mb", [256.0, 0.0])
+def test_lookups_stay_float32_under_a_float64_default_dtype(matrix, dense_mb):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        table = CellTable(matrix, dense_mb=dense_mb)
+        values, presence = table.lookup(torch.tensor([[0], [3]]), torch.tensor([[7], [7]]))
+    finally:
+        torch.set_default_dtype(previous)
+    assert values.dtype == presence.dtype == torch.float32
+    assert values[1, 0] == -2.5 and presence[1, 0] == 1.0
+
+
+def test_a_row_wider_than_the_block_leaves_lookups_unchunked_and_searched(matrix, monkeypatch):
+    """No block fits even one row: lookups gain nothing from reading fewer rows (no chunk limit)."""
+    monkeypatch.setattr(rating_table, "BLOCK_MB", 26 * 4 / 2**20 * 0.5)  # half a row of 25 + 1 columns
+    table = CellTable(matrix, dense_mb=0)
+    assert table.rows_per_lookup is None
+    rows, cols = torch.arange(40)[:, None], torch.arange(26)[None, :].expand(40, 26)
+    values, _ = table.lookup(rows, cols)
+    np.testing.assert_array_equal(values.numpy(), np.hstack([matrix.toarray(), np.zeros((40, 1), np.float32)]))

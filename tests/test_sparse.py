@@ -12,7 +12,7 @@ from cfrec.models import CollaborativeFiltering, ContentBased
 from cfrec.models.losses import full_rows
 from cfrec.train import TrainConfig
 from cfrec.train.batches import IndexLayout
-from cfrec.train.sparse import Gramians, RowAdam
+from cfrec.train.sparse import Gramians, RowAdam, batch_rows
 
 OBJECTIVES = [
     "squared",
@@ -130,6 +130,24 @@ def test_row_adam_steps_the_named_rows_as_adam_and_leaves_the_others() -> None:
         others[rows] = False
         assert torch.equal(ours.detach()[others], before[others])
         assert torch.equal(row_adam.state[ours]["exp_avg"][others], moments[others])
+
+
+def test_row_adam_refuses_a_gradient_that_names_cells_not_rows() -> None:
+    p = torch.nn.Parameter(torch.zeros(3, 2))
+    p.grad = torch.sparse_coo_tensor(torch.tensor([[0, 1], [1, 0]]), torch.tensor([1.0, 2.0]), (3, 2))  # 2 sparse dims
+    with pytest.raises(ValueError, match="1 sparse dimension"):
+        RowAdam([p], lr=0.1).step()
+    assert torch.equal(p.detach(), torch.zeros(3, 2))
+
+
+def test_batch_rows_of_int32_codes_equal_int64_ones_past_int32_keys() -> None:
+    """user × n_items + item passes 2³¹ at ML-25M's size: int32 codes must not overflow it."""
+    users = torch.tensor([70_000, 3, 70_000, 3, 5], dtype=torch.int32)
+    items = torch.tensor([40_000, 2, 1, 40_000, 7], dtype=torch.int32)
+    n_items = 59_047  # 70,000 × 59,047 > 2³¹
+    narrow, wide = batch_rows(users, items, None, None, 1.0, n_items), batch_rows(users.long(), items.long(), None, None, 1.0, n_items)
+    assert torch.equal(narrow.order, wide.order)
+    assert narrow.users.tolist() == [3, 5, 70_000]
 
 
 def test_sparse_adam_trains_as_well_as_adam(small_split: Split) -> None:

@@ -415,6 +415,8 @@ class ItemKNN(_NeighborhoodKNN):
 def chunk_bounds(rows: Tensor, step: int, rows_per_chunk: int | None) -> list[int]:
     """Bounds of consecutive chunks of the sorted ``rows``, each at most ``step`` long and reading
     at most ``rows_per_chunk`` distinct rows (any number for None): [0, …, len(rows)]."""
+    if step < 1 or (rows_per_chunk is not None and rows_per_chunk < 1):
+        raise ValueError(f"chunks need step >= 1 and rows_per_chunk >= 1 (or None), got {step} and {rows_per_chunk}")
     n = len(rows)
     if rows_per_chunk is None or n == 0:
         return [*range(0, n, step), n]

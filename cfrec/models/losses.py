@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from cfrec.train.sparse import pair_dots, take_rows
 
@@ -173,7 +174,8 @@ class AllCellsSquared(torch.autograd.Function):
     """Σ_all (θ̃_uᵀx̃_i)² = ⟨Θ̃ᵀΘ̃, X̃ᵀX̃⟩ with its gradient written out: 2 Θ̃ G_X and 2 X̃ G_Θ.
 
     Four (rows × k') by (k' × k') products a step instead of the six autograd takes for the
-    same expression (it differentiates each Gramian's two factors separately)."""
+    same expression (it differentiates each Gramian's two factors separately). Differentiable
+    once: a second derivative through it is refused (its backward reuses the forward's Gramians)."""
 
     @staticmethod
     def forward(ctx, theta_aug: Tensor, x_aug: Tensor) -> Tensor:  # type: ignore[override]
@@ -182,6 +184,7 @@ class AllCellsSquared(torch.autograd.Function):
         return torch.dot(gram_theta.view(-1), gram_x.view(-1))
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
         theta_aug, x_aug, gram_theta, gram_x = ctx.saved_tensors
         return (2 * grad) * (theta_aug @ gram_x), (2 * grad) * (x_aug @ gram_theta)

@@ -119,7 +119,7 @@ class BatchRows:
 def batch_rows(users: Tensor, items: Tensor, user_share: Tensor | None, item_share: Tensor | None,
                fraction: float, n_items: int) -> BatchRows:
     """`BatchRows` of triples (n,) each; without shares (the full batch) every row's share is 1."""
-    order = torch.argsort(users * n_items + items)  # user-major (a pair is rated once)
+    order = torch.argsort(users.long() * n_items + items)  # user-major (a pair is rated once); int64: no overflow
     users, items = users.index_select(0, order), items.index_select(0, order)
     u, u_count = torch.unique_consecutive(users, return_counts=True)
     u_pos = torch.repeat_interleave(torch.arange(len(u), device=users.device), u_count)  # (n,)
@@ -195,7 +195,10 @@ class RowAdam(torch.optim.Optimizer):
 
     The step of ``torch.optim.SparseAdam`` (lazy Adam: a row's moments decay only when the row
     is in a batch; bias correction by the optimizer's step count), written with row gathers and
-    index_copy instead of sparse-tensor arithmetic. Dense gradients get the ordinary Adam step.
+    index_copy instead of sparse-tensor arithmetic. Dense gradients (a parameter the loss
+    reads whole) get the same step on every row: Adam's, except that ``eps`` is added before
+    the bias correction, as SparseAdam does. A sparse gradient must name whole rows (one sparse
+    dimension, as `take_rows` builds them); a `ValueError` refuses others.
     """
 
     def __init__(self, params: Iterable[Tensor], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
@@ -222,6 +225,9 @@ class RowAdam(torch.optim.Optimizer):
                 step_size = group["lr"] * math.sqrt(1 - beta2**step) / (1 - beta1**step)
                 grad = p.grad
                 if grad.is_sparse:
+                    if grad.sparse_dim() != 1:
+                        raise ValueError(f"RowAdam steps whole rows: a sparse gradient needs 1 sparse dimension, "
+                                         f"got {grad.sparse_dim()}")
                     grad = grad.coalesce()
                     rows, values = grad.indices()[0], grad.values()  # (m,), (m, ...)
                     m = state["exp_avg"].index_select(0, rows).lerp_(values, 1 - beta1)
