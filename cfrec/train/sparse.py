@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import torch
 from torch import Tensor
@@ -33,7 +33,7 @@ class _TakeRows(torch.autograd.Function):
     def forward(ctx, table: Tensor, rows: Tensor) -> Tensor:  # rows: (m,) distinct, ascending
         ctx.save_for_backward(rows)
         ctx.shape = table.shape
-        table._rows_taken = len(rows)  # noqa: SLF001 (read by `mark_coalesced`)
+        table._rows_taken = len(rows)
         return table.index_select(0, rows)
 
     @staticmethod
@@ -66,7 +66,7 @@ class _PairDots(torch.autograd.Function):
     is materialised, nor scattered back: about 4× less memory traffic than index_select / index_add."""
 
     @staticmethod
-    def forward(ctx, theta: Tensor, x: Tensor, rows: "BatchRows") -> Tensor:  # (m_u, k), (m_i, k)
+    def forward(ctx, theta: Tensor, x: Tensor, rows: BatchRows) -> Tensor:  # (m_u, k), (m_i, k)
         ctx.save_for_backward(theta, x)
         ctx.rows = rows
         with warnings.catch_warnings():  # "sparse CSR support is in beta": SDDMM and SpMM are what is used here
@@ -91,7 +91,7 @@ class _PairDots(torch.autograd.Function):
         return grad_theta, grad_x, None
 
 
-def pair_dots(theta: Tensor, x: Tensor, rows: "BatchRows") -> Tensor:
+def pair_dots(theta: Tensor, x: Tensor, rows: BatchRows) -> Tensor:
     """(n,) θ_uᵀx_i for the batch's triples (user-major order, `BatchRows`) from its rows (m_u, k), (m_i, k)."""
     return _PairDots.apply(theta, x, rows)
 
