@@ -270,6 +270,19 @@ def test_sparse_lookups_and_small_chunks_agree_with_the_dense_path(small_split, 
     torch.testing.assert_close(sparse.predict(users[order], items[order]), dense[order])
 
 
+@pytest.mark.parametrize("model_cls", [UserKNN, ItemKNN])
+@pytest.mark.parametrize("mode", ["reference", "improved"])
+@pytest.mark.parametrize("block_mb", [64.0, 0.0])  # 0: no block, the binary search reads every cell
+def test_every_model_and_mode_predicts_alike_from_the_sparse_table(small_split, monkeypatch, model_cls, mode, block_mb):
+    from cfrec.models import rating_table
+    users, items = pairs_of(small_split)
+    dense = model_cls(**SMALL, mode=mode).fit(small_split.train).predict(users, items)
+    monkeypatch.setattr(rating_table, "BLOCK_MB", block_mb)
+    sparse = model_cls(**SMALL, mode=mode, dense_mb=0).fit(small_split.train)
+    assert sparse._table.dense is None
+    torch.testing.assert_close(sparse.predict(users, items), dense)
+
+
 def test_sparse_lookups_in_blocks_of_a_few_rows_agree_with_the_dense_path(small_split, monkeypatch):
     from cfrec.models import rating_table
     users, items = pairs_of(small_split)
