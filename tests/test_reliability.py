@@ -380,6 +380,31 @@ def test_resume_allows_more_epochs(saved_cf, tmp_path):
     assert metrics["epochs_run"] == 3
 
 
+def test_resume_says_when_nothing_is_left_to_train(saved_cf, tmp_path, caplog):
+    metrics = run(config(*TINY, *CF, "train.epochs=1", f"train.resume={saved_cf}"), tmp_path)
+    assert metrics["epochs_run"] == 2
+    assert "is already at epoch 2, train.epochs is 1: nothing is left to train" in caplog.text
+
+
+def test_resume_names_the_changed_model_option(saved_cf, tmp_path):
+    with pytest.raises(ConfigError, match=r"trained another model or data \(model\.rank: 4 → 3\)"):
+        run(config(*TINY, *CF, "model.rank=3", f"train.resume={saved_cf}"), tmp_path)
+
+
+def test_resume_refuses_the_same_file_with_renumbered_ids(tmp_path):
+    """Same path, same counts, other ids: every row's state would continue as another user's."""
+    rng = np.random.default_rng(0)
+    rows = [(u, i, int(rng.integers(1, 6))) for u in range(1, 31) for i in rng.choice(60, 12, replace=False) + 1]
+    path = tmp_path / "ratings.csv"
+    write = lambda ratings: path.write_text("userId,movieId,rating\n" + "".join(f"{u},{i},{r}\n" for u, i, r in ratings))
+    write(rows)
+    data = ["data=csv", f"data.path={path}", "run.progress=false", *CF]
+    run(config(*data), tmp_path / "a")
+    write([(0 if u == 30 else u, i, r) for u, i, r in rows])  # user 30 becomes user 0: every code shifts
+    with pytest.raises(ConfigError, match="train.resume: the training data changed since"):
+        run(config(*data, "train.epochs=3", f"train.resume={tmp_path / 'a'}"), tmp_path / "b")
+
+
 # -- 14, 15: what the user sees ---------------------------------------------------------------------------
 def test_a_user_mistake_is_one_line_and_debug_shows_the_traceback(tmp_path):
     done = cli("cfrec.apps.train", *QUICK, "eval.like_threshold=10", f"hydra.run.dir={tmp_path / 'a'}", cwd=tmp_path)

@@ -3,6 +3,7 @@ from it (``train.resume=RUN_DIR``), and stop cleanly on Ctrl-C or divergence."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shlex
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 import yaml
 
@@ -54,7 +56,7 @@ def fit_model(
         options["progress"] = progress
     config = TrainConfig.from_dict(options)
     meta = {"describe": dict(describe or {}), "n_users": train.n_users, "n_items": train.n_items,
-            "train": _fixed_options(config)}
+            "data": data_fingerprint(train), "train": _fixed_options(config)}
     trainer = Trainer(config)
     saved = {"epoch": 0}  # the epoch whose state is on disk (a Ctrl-C may land mid-save)
 
@@ -66,7 +68,11 @@ def fit_model(
         trainer.callbacks.append(save)
     trainer.callbacks.extend(callbacks)
     if resume:
-        trainer.load_state_dict(_resume_state(resume, meta))
+        state = _resume_state(resume, meta)
+        if state["epoch"] >= config.epochs:
+            log.warning("%s is already at epoch %d, train.epochs is %d: nothing is left to train (raise "
+                        "train.epochs to train on)", resume, state["epoch"], config.epochs)
+        trainer.load_state_dict(state)
     try:
         trainer.fit(model, train)
     except KeyboardInterrupt:
@@ -76,6 +82,18 @@ def fit_model(
     finally:
         model.history = trainer.history
     return time.perf_counter() - start
+
+
+def data_fingerprint(train: Ratings) -> str:
+    """A digest of the training ratings and their ids: a resume on other data (even of the same
+    shape, e.g. ids renumbered) would continue each row from another user's or movie's state."""
+    digest = hashlib.blake2b(digest_size=16)
+    for array in (train.users, train.items, train.values):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    for id_map in (train.user_map, train.item_map):
+        ids = id_map.ids
+        digest.update(ids.tobytes() if ids.dtype != object else "\x1f".join(map(str, ids)).encode())
+    return digest.hexdigest()
 
 
 def _fixed_options(config: TrainConfig) -> dict[str, Any]:
@@ -101,17 +119,27 @@ def _resume_state(folder: str, meta: Mapping[str, Any]) -> dict[str, Any]:
         state, saved = load_train_state(folder)
     except (CheckpointError, OSError) as err:  # a config problem from the user's side
         raise ConfigError("train.resume", str(err)) from None
-    options = saved.get("train")  # states written before the options were stored have none
-    saved, meta = {k: v for k, v in saved.items() if k != "train"}, {k: v for k, v in meta.items() if k != "train"}
-    if saved != meta:
-        raise ConfigError(
-            "train.resume", f"{folder} trained another model or data ({saved['describe']}); "
-            f"this run is {meta['describe']}"
-        )
+    options = saved.get("train")  # states written before the options or the data digest were stored have none
+    changed = _changed_keys(saved.get("describe", {}), meta["describe"])
+    if changed:
+        raise ConfigError("train.resume", f"{folder} trained another model or data ({'; '.join(changed)}); "
+                          "resume with the same model and data options, or start afresh without train.resume")
+    if (saved["n_users"], saved["n_items"]) != (meta["n_users"], meta["n_items"]) or saved.get("data", meta["data"]) != meta["data"]:
+        raise ConfigError("train.resume", f"the training data changed since {folder} was saved ({saved['n_users']} users × "
+                          f"{saved['n_items']} movies then, {meta['n_users']} × {meta['n_items']} now, and other "
+                          "ratings or ids): its state belongs to other users and movies; start afresh without train.resume")
     if options is not None:
         _check_resumable(folder, options, meta_train)
     log.info("resuming from %s after epoch %d", Path(folder) / TRAIN_STATE, state["epoch"])
     return state
+
+
+def _changed_keys(saved: Any, now: Any, prefix: str = "") -> list[str]:
+    """``key: old → new`` for every leaf that differs between two nested option dicts."""
+    if isinstance(saved, Mapping) and isinstance(now, Mapping):
+        return [change for key in sorted(set(saved) | set(now), key=str)
+                for change in _changed_keys(saved.get(key), now.get(key), f"{prefix}{key}.")]
+    return [] if saved == now else [f"{prefix.rstrip('.')}: {saved!r} → {now!r}"]
 
 
 def _interrupted(saved_epoch: int, run_dir: str | Path | None) -> RunStopped:
