@@ -4,9 +4,13 @@ summary is their mean ± sample standard deviation."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+import yaml
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
@@ -57,3 +61,31 @@ def test_summary_statistics_and_wrong_split():
     assert mean == {"rmse": 2.0} and std["rmse"] == pytest.approx(np.sqrt(2.0))
     with pytest.raises(ConfigError, match="split"):
         cross_validate({**config(), "split": {"name": "per_user"}}, "unused")
+
+
+@pytest.mark.parametrize("n_folds", [0, 1])
+def test_too_few_folds_are_refused_before_any_fold(tmp_path, n_folds):
+    with pytest.raises(ConfigError, match=f"split.n_folds: must be an integer >= 2, got {n_folds}"):
+        cross_validate(config(f"split.n_folds={n_folds}"), tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_folds_overrides_rerun_it_with_cfrec_train(tmp_path):
+    """A fold's overrides.yaml is what `cfrec-train` needs for that fold (and its resume hint):
+    split=kfold included, which cfrec-cv's config chooses by default."""
+    cross_validate(config(), tmp_path, label="bias", overrides=["model=bias", "data=synthetic"])
+    overrides = yaml.safe_load((tmp_path / "fold_1" / ".hydra" / "overrides.yaml").read_text())
+    assert overrides == ["split=kfold", "model=bias", "data=synthetic", "split.fold=1"]
+    with initialize_config_module("cfrec.conf", version_base="1.3"):
+        again = OmegaConf.to_container(compose("config", overrides=[*overrides, *TINY[1:]]), resolve=True)
+    assert again["split"]["name"] == "kfold" and again["split"]["fold"] == 1
+
+
+def test_the_app_reports_a_mistake_in_one_line_and_marks_the_run_failed(tmp_path):
+    folder = tmp_path / "cv"
+    done = subprocess.run([sys.executable, "-m", "cfrec.apps.cv", *TINY, "split.n_folds=0", f"hydra.run.dir={folder}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+                          env={**os.environ, "MPLBACKEND": "Agg"})
+    assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
+    assert done.stderr.strip().splitlines() == ["cfrec-cv: split.n_folds: must be an integer >= 2, got 0"]
+    assert "split.n_folds" in (folder / "FAILED").read_text()

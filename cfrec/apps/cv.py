@@ -16,23 +16,29 @@ metric), so sweepers can tune on cross-validated scores.
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import hydra
 import numpy as np
 import pandas as pd
 import yaml
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from cfrec.apps import guard
 from cfrec.apps.pipeline import run
 from cfrec.apps.schema import complete
 from cfrec.apps.train import objective
 from cfrec.errors import ConfigError
 from cfrec.io import atomic_path, write_json
 from cfrec.tables import to_markdown
+from cfrec.validation import check_int
 
+APP = "cfrec-cv"
 log = logging.getLogger(__name__)
 
 # Counts and timings are summed or averaged like any metric; these describe the run instead.
@@ -69,13 +75,15 @@ def cross_validate(cfg: Mapping[str, Any], run_dir: str | Path, label: str | Non
         raise ConfigError("split", f"cross-validation needs split=kfold, got {cfg['split'].get('name')!r}")
     cfg = complete(cfg)
     run_dir = Path(run_dir)
-    n_folds = cfg["split"]["n_folds"]
+    n_folds = check_int("split.n_folds", cfg["split"]["n_folds"], 2)  # before any fold folder is made
+    # what cfrec-train needs to run (or resume) one fold: split=kfold is cv.yaml's default, not its
+    fold_overrides = [*([] if any(o.startswith("split=") for o in overrides) else ["split=kfold"]),
+                      *[o for o in overrides if not o.startswith("split.fold=")]]
     folds = []
     for fold in range(n_folds):
         fold_cfg = {**cfg, "split": {**cfg["split"], "fold": fold}}
         fold_dir = run_dir / f"fold_{fold}"
-        _describe_fold(fold_dir, fold_cfg, [*[o for o in overrides if not o.startswith("split.fold=")],
-                                            f"split.fold={fold}"])
+        _describe_fold(fold_dir, fold_cfg, [*fold_overrides, f"split.fold={fold}"])
         log.info("fold %d of %d", fold + 1, n_folds)
         metrics = run(fold_cfg, fold_dir, label=label)
         if metrics is None:  # a torchrun rank other than 0: nothing to summarise
@@ -106,12 +114,25 @@ def _describe_fold(fold_dir: Path, cfg: Mapping[str, Any], overrides: Sequence[s
 
 
 @hydra.main(config_path="../conf", config_name="cv", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
-    """Mean over the folds of the monitored validation metric (see `cfrec.apps.train.objective`)."""
+def hydra_main(cfg: DictConfig) -> float | None:
+    """Mean over the folds of the monitored validation metric (see `cfrec.apps.train.objective`);
+    None for a failed job. A user mistake is one line on stderr and ``FAILED`` (`cfrec.apps.guard`)."""
     hydra_cfg = HydraConfig.get()
-    summary = cross_validate(OmegaConf.to_container(cfg, resolve=True), hydra_cfg.runtime.output_dir,
-                             label=hydra_cfg.runtime.choices.get("model"), overrides=list(hydra_cfg.overrides.task))
-    return objective(summary.get("mean")) if summary else None
+    run_dir = hydra_cfg.runtime.output_dir
+
+    def job() -> float | None:
+        summary = cross_validate(OmegaConf.to_container(cfg, resolve=True), run_dir,
+                                 label=hydra_cfg.runtime.choices.get("model"), overrides=list(hydra_cfg.overrides.task))
+        return objective(summary.get("mean")) if summary else None
+
+    return guard.run_job(job, run_dir, multirun=hydra_cfg.mode == RunMode.MULTIRUN)
+
+
+def main() -> None:
+    """The console script: Hydra's app, then the exit code of its jobs (1 on a failure, 130 on Ctrl-C)."""
+    guard.set_app(APP)
+    hydra_main()
+    sys.exit(guard.exit_code())
 
 
 if __name__ == "__main__":
