@@ -11,7 +11,9 @@ One row per run folder: when it started, model, data, the main metrics where the
   metrics are the means over its folds, listed below it as ``fold_<f>``);
 - ``FAILED: message``: the run stopped on an error (its ``FAILED`` file holds the message);
 - ``running``: no metrics yet, but its log or training state changed in the last few minutes;
-- ``incomplete``: no metrics and nothing written lately (killed, or stopped by Ctrl-C).
+- ``incomplete``: no metrics and nothing written lately (killed, or stopped by Ctrl-C);
+- ``unreadable <file>``: a file the listing reads (``metrics.json``, ``cv.json``, ``.hydra/config.yaml``,
+  ``.hydra/hydra.yaml``) cannot be read, parsed, or holds no mapping; the row shows what the other files give.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -56,8 +59,10 @@ def status(run_dir: Path, now: float | None = None) -> str:
         lines = failed.read_text(errors="replace").strip().splitlines()
         return "FAILED: " + (lines[0] if lines else "(no message)")
     if (run_dir / "metrics.json").is_file():
-        cv = run_dir / "cv.json"
-        return f"ok ({json.loads(cv.read_text()).get('n_folds', '?')}-fold cv, means)" if cv.is_file() else "ok"
+        if not (run_dir / "cv.json").is_file():
+            return "ok"
+        cv = _load(run_dir / "cv.json")
+        return "unreadable cv.json" if cv is None else f"ok ({cv.get('n_folds', '?')}-fold cv, means)"
     now = time.time() if now is None else now
     latest = max((p.stat().st_mtime for p in run_dir.iterdir() if p.is_file()), default=0.0)
     tb = run_dir / "tb"
@@ -67,45 +72,50 @@ def status(run_dir: Path, now: float | None = None) -> str:
 
 
 def describe(run_dir: Path, root: Path, now: float | None = None) -> dict[str, Any]:
-    """One listing row for ``run_dir``."""
-    metrics: dict[str, Any] = {}
-    if (run_dir / "metrics.json").is_file():
-        try:
-            metrics = json.loads((run_dir / "metrics.json").read_text())
-        except json.JSONDecodeError:
-            metrics = {}
-    config: dict[str, Any] = {}
-    if (run_dir / ".hydra" / "config.yaml").is_file():
-        config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text()) or {}
-    choices = _choices(run_dir)
-    data = config.get("data") or {}
+    """One listing row for ``run_dir``; a damaged file is named in its status (``unreadable <file>``)."""
+    files = {name: _load(run_dir / name) for name in ("metrics.json", ".hydra/config.yaml", ".hydra/hydra.yaml")}
+    damaged = [f"unreadable {name}" for name, loaded in files.items() if loaded is None]
+    metrics, config, hydra = (loaded or {} for loaded in files.values())
+    data_root = _get(config, "data", "root")
     row = {
         "run": str(run_dir.relative_to(root)) if run_dir != root else str(root),
         "started": datetime.fromtimestamp(started(run_dir)).strftime("%Y-%m-%d %H:%M"),
-        "model": metrics.get("model") or choices.get("model") or (config.get("model") or {}).get("name", ""),
-        "data": metrics.get("data") or (Path(str(data["root"])).name if data.get("root") else data.get("name", "")),
+        "model": (metrics.get("model") or _get(hydra, "hydra", "runtime", "choices", "model")
+                  or _get(config, "model", "name") or ""),
+        "data": metrics.get("data") or (Path(str(data_root)).name if data_root else _get(config, "data", "name") or ""),
     }
     for key in METRICS:
         value = metrics.get(key)
         row[key] = float(value) if isinstance(value, (int, float)) else float("nan")
-    row["status"] = status(run_dir, now)
+    row["status"] = "; ".join(damaged) or status(run_dir, now)
     return row
 
 
-def _choices(run_dir: Path) -> dict[str, str]:
-    """The config group choices Hydra saved (``model: cf``), where it saved them."""
-    hydra_file = run_dir / ".hydra" / "hydra.yaml"
-    if not hydra_file.is_file():
+def _load(path: Path) -> dict[str, Any] | None:
+    """The mapping saved in ``path`` (JSON or YAML, by its suffix): ``{}`` where there is no such file,
+    None where it cannot be read, is not JSON / YAML, or holds no mapping."""
+    if not path.is_file():
         return {}
     try:
-        saved = yaml.safe_load(hydra_file.read_text()) or {}
-    except yaml.YAMLError:
-        return {}
-    return dict(((saved.get("hydra") or {}).get("runtime") or {}).get("choices") or {})
+        text = path.read_text()
+        loaded = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError):  # ValueError: bad JSON or not UTF-8
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def _get(mapping: dict[str, Any], *keys: str) -> Any:
+    """``mapping[key][key]...``; None where a key is missing or a level holds no mapping."""
+    value: Any = mapping
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
 
 
 def list_runs(root: str | Path = "runs", limit: int | None = None, now: float | None = None) -> pd.DataFrame:
-    """The runs under ``root`` as a table, newest first (``limit`` rows at most)."""
+    """The runs under ``root`` as a table, newest first (``limit`` rows at most, a positive number)."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive number of runs, got {limit}")
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such folder (runs are written under ./runs by default)")
@@ -120,6 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-n", "--limit", type=int, default=None, help="show only the N newest runs")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
     args = parser.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        print(f"cfrec-runs: -n must be a positive number of runs, got {args.limit}", file=sys.stderr)
+        return 2
     try:
         table = list_runs(args.folder, args.limit)
     except FileNotFoundError as err:
