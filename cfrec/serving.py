@@ -30,6 +30,7 @@ import scipy.sparse as sp
 import torch
 
 from cfrec.checkpoint import Checkpoint, load_model
+from cfrec.device import resolve_device
 from cfrec.errors import CfrecError, CheckpointError, ConfigError
 from cfrec.index import HNSWIndex
 from cfrec.models.base import mask_seen
@@ -253,9 +254,11 @@ class NewUser:
 def load(run_dir: str | Path, *, unknown: Unknown = "error", device: str | torch.device = "cpu") -> TrainedModel:
     """The model saved in a run folder (or any folder holding ``model.pt`` + ``model.json``).
 
-    Every tensor is mapped to ``device`` (``"cpu"`` by default, whatever device trained it), and
-    KNN models are built there. The folder's files are checked before use (`cfrec.checkpoint`):
+    Every tensor is mapped to ``device`` (``"cpu"`` by default, whatever device trained it;
+    ``"auto"``: a GPU where there is one; a GPU asked for where there is none is a `ConfigError`
+    naming ``device``), and KNN models are built there. The folder's files are checked before use (`cfrec.checkpoint`):
     a damaged or forged one is a `CheckpointError`, never a crash.
     """
     folder = Path(run_dir)
+    device = resolve_device(device, "device")  # auto, or a clear error for a missing GPU, before any file is read
     return TrainedModel(load_model(folder, device=device), folder, unknown=unknown)

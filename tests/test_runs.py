@@ -142,6 +142,16 @@ def test_recommend_command_errors_are_one_line(cf_run, args, message):
     assert done.returncode == 1 and done.stderr.strip() == f"cfrec-recommend: {message}" and not done.stdout
 
 
+def test_load_takes_the_device_words_of_training(cf_run, monkeypatch):
+    run_dir, _ = cf_run
+    assert cfrec.load(run_dir, device="auto").predict(1, 1) == cfrec.load(run_dir).predict(1, 1)  # CPU here
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="device: cuda was asked for but no GPU is available"):
+        cfrec.load(run_dir, device="cuda")
+    with pytest.raises(ConfigError, match="device: must be"):
+        cfrec.load(run_dir, device="gpu")
+
+
 def test_unknown_ids_raise_or_fall_back_to_biases(cf_run):
     run_dir, _ = cf_run
     strict = cfrec.load(run_dir)
