@@ -20,9 +20,10 @@ exists), fold-in ratings finite numbers within the model's rating range; a wrong
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable, Literal, Mapping
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -89,7 +90,7 @@ class TrainedModel:
         return self.model.fallback_predict(users, items)
 
     # -- new users ------------------------------------------------------------------------
-    def fold_in(self, ratings: Mapping[object, float]) -> "NewUser":
+    def fold_in(self, ratings: Mapping[object, float]) -> NewUser:
         """A new user from ``{movie_id: rating}``: their θ fitted with the movies frozen.
 
         Each rating must be a finite number within the model's rating range (`ConfigError`
