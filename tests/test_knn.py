@@ -508,3 +508,14 @@ def test_a_checkpoint_state_of_the_earlier_layout_still_loads(holey_train, small
                                     zip(users.tolist(), items.tolist()), shrinkage=2.0, amplification=1.0,
                                     min_similarity=-1.0, candidates=15)
     np.testing.assert_allclose(improved.predict(users, items).numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("model_cls", [UserKNN, ItemKNN])
+def test_pairs_with_an_unknown_id_get_the_baseline_of_what_is_known(small_split, model_cls):
+    model = model_cls(**SMALL).fit(small_split.train)
+    state = model.state()
+    mean, b_u, b_i = float(state["mean"]), state["user_bias"].numpy(), state["item_bias"].numpy()
+    users, items = np.array([3, -1, -1, 0]), np.array([-1, 5, -1, 2])
+    want = np.array([mean + b_u[3], mean + b_i[5], mean, mean + b_u[0] + b_i[2]], dtype=np.float32)
+    np.testing.assert_allclose(model.fallback_predict(users, items), np.clip(want, 1, 5), rtol=1e-6)
+    assert len(set(model.fallback_predict(users, items).round(5).tolist())) > 1  # not one global mean

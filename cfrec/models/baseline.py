@@ -21,7 +21,7 @@ class GlobalMean(Recommender):
     def __init__(self) -> None:
         self.mean = torch.tensor(0.0)
 
-    def fit(self, train: Ratings) -> "GlobalMean":
+    def fit(self, train: Ratings) -> GlobalMean:
         self._remember_shape(train)
         self.mean = torch.tensor(float(np.mean(train.values, dtype=np.float64)))
         return self
@@ -40,7 +40,7 @@ class GlobalMean(Recommender):
     def state(self) -> dict[str, Tensor]:
         return {"mean": self.mean}
 
-    def load_state(self, state: dict[str, Tensor]) -> "GlobalMean":
+    def load_state(self, state: dict[str, Tensor]) -> GlobalMean:
         self.mean = state["mean"]
         return self
 
@@ -66,7 +66,7 @@ class BiasBaseline(Recommender):
         self.user_bias = torch.zeros(0)
         self.item_bias = torch.zeros(0)
 
-    def fit(self, train: Ratings) -> "BiasBaseline":
+    def fit(self, train: Ratings) -> BiasBaseline:
         self._remember_shape(train)
         mean, user_bias, item_bias = fit_biases(train, self.reg_user, self.reg_item, self.n_sweeps)
         self.mean = torch.tensor(mean)
@@ -87,10 +87,7 @@ class BiasBaseline(Recommender):
 
     def fallback_predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """μ + b_u (known user) + b_i (known movie); codes −1 are unknown."""
-        value = np.full(len(users), float(self.mean), dtype=np.float32)
-        for codes, bias in ((users, self.user_bias), (items, self.item_bias)):
-            known = codes >= 0
-            value[known] += bias.cpu().numpy()[codes[known]]
+        value = baseline_fallback(self.mean, self.user_bias, self.item_bias, users, items)
         return np.clip(value, *self.rating_range) if self.clip_predictions and self.rating_range else value
 
     def config(self) -> dict[str, Any]:
@@ -99,7 +96,7 @@ class BiasBaseline(Recommender):
     def state(self) -> dict[str, Tensor]:
         return {"mean": self.mean, "user_bias": self.user_bias, "item_bias": self.item_bias}
 
-    def load_state(self, state: dict[str, Tensor]) -> "BiasBaseline":
+    def load_state(self, state: dict[str, Tensor]) -> BiasBaseline:
         self.mean, self.user_bias, self.item_bias = state["mean"], state["user_bias"], state["item_bias"]
         return self
 
@@ -130,7 +127,7 @@ class Popularity(Recommender):
         self.counts = torch.zeros(0)
         self.item_mean = torch.zeros(0)
 
-    def fit(self, train: Ratings) -> "Popularity":
+    def fit(self, train: Ratings) -> Popularity:
         self._remember_shape(train)
         counts = train.item_counts()
         sums = np.bincount(train.items, train.values.astype(np.float64), train.n_items)
@@ -153,6 +150,17 @@ class Popularity(Recommender):
     def state(self) -> dict[str, Tensor]:
         return {"counts": self.counts, "item_mean": self.item_mean}
 
-    def load_state(self, state: dict[str, Tensor]) -> "Popularity":
+    def load_state(self, state: dict[str, Tensor]) -> Popularity:
         self.counts, self.item_mean = state["counts"], state["item_mean"]
         return self
+
+
+def baseline_fallback(mean: Tensor | float, user_bias: Tensor, item_bias: Tensor, users: np.ndarray,
+                      items: np.ndarray) -> np.ndarray:
+    """μ + b_u (known user) + b_i (known movie) for pairs of codes, −1 standing for an unknown id:
+    the answer of every model with a baseline for what it cannot score (unclipped)."""
+    value = np.full(len(users), float(mean), dtype=np.float32)
+    for codes, bias in ((users, user_bias), (items, item_bias)):
+        known = codes >= 0
+        value[known] += bias.detach().cpu().numpy()[codes[known]]
+    return value

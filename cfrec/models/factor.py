@@ -11,7 +11,8 @@ the training is for.
 from __future__ import annotations
 
 import warnings
-from typing import Any, ClassVar, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -20,13 +21,13 @@ from torch import Tensor, nn
 from cfrec.data.ratings import Ratings
 from cfrec.errors import ConfigError
 from cfrec.models.base import Recommender, as_codes
-from cfrec.models.baseline import fit_biases
+from cfrec.models.baseline import baseline_fallback, fit_biases
 from cfrec.models.foldin import FoldedUsers, solve_users
 from cfrec.models.losses import Factors, LossTerms, Penalty
 from cfrec.objectives import NotSupported, Objective, make_objective
 from cfrec.train.batches import Batch, IndexBatch
-from cfrec.train.sparse import SparseSteps
 from cfrec.train.config import TrainConfig
+from cfrec.train.sparse import SparseSteps
 from cfrec.train.trainer import EpochCallback, Trainer
 from cfrec.validation import check_number
 
@@ -140,7 +141,7 @@ class FactorModel(Recommender, nn.Module):
     def fit(
         self, train: Ratings, config: TrainConfig | dict[str, Any] | None = None,
         callbacks: Sequence[EpochCallback] = (),
-    ) -> "FactorModel":
+    ) -> FactorModel:
         """Train on ``train`` with `TrainConfig`'s tuned defaults, any of them overridden by ``config``."""
         if not isinstance(config, TrainConfig):
             config = TrainConfig.from_dict(config)
@@ -305,10 +306,7 @@ class FactorModel(Recommender, nn.Module):
         self.check_predicts_ratings()
         if not self.use_bias:
             return np.full(len(users), self.train_mean, dtype=np.float32)
-        value = np.full(len(users), float(self.mean), dtype=np.float32)
-        for codes, bias in ((users, self.user_bias), (items, self.item_bias)):
-            known = codes >= 0
-            value[known] += bias.detach().cpu().numpy()[codes[known]]
+        value = baseline_fallback(self.mean, self.user_bias, self.item_bias, users, items)
         return self.clip(torch.as_tensor(value)).numpy() if self.clip_predictions else value
 
     @property
@@ -373,7 +371,7 @@ class FactorModel(Recommender, nn.Module):
     def state(self) -> dict[str, Tensor]:
         return {name: t.detach().cpu().clone() for name, t in self.state_dict().items()}
 
-    def load_state(self, state: dict[str, Tensor]) -> "FactorModel":
+    def load_state(self, state: dict[str, Tensor]) -> FactorModel:
         """Restore ``state()`` (parameters take the stored shapes)."""
         expected = set(self.state_dict())
         if set(state) != expected:

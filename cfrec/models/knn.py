@@ -62,7 +62,7 @@ from cfrec.device import resolve_device
 from cfrec.errors import CheckpointError, ConfigError
 from cfrec.index import PRESETS, HNSWIndex, as_matrix
 from cfrec.models.base import Recommender
-from cfrec.models.baseline import BiasBaseline, fit_biases
+from cfrec.models.baseline import BiasBaseline, baseline_fallback, fit_biases
 from cfrec.models.neighbors import neighbor_lists, rating_neighbors
 from cfrec.models.rating_table import CellTable
 from cfrec.models.svd import matrix_embeddings, normalize_rows
@@ -203,6 +203,13 @@ class _NeighborhoodKNN(Recommender):
         if self.ranking == "aggregate":
             self._aggregate_weights()  # part of fitting; a loaded model builds it on its first ranking
         return self
+
+    def fallback_predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """For pairs with an unknown user or movie (code −1): the baseline of what is known,
+        μ + b_u (known user) + b_i (known movie), clipped to the rating range."""
+        self.check_fitted()
+        value = baseline_fallback(self._mean, self._user_bias, self._item_bias, users, items)
+        return self.clip(torch.as_tensor(value)).numpy()
 
     def predict(self, users: Tensor, items: Tensor) -> Tensor:
         self.check_fitted()
