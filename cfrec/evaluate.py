@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -47,6 +47,20 @@ def check_options(*, ks: Sequence[int], like_threshold: float, tolerance: float,
         check_int("limit", limit, 1)
     check_bool("ranking", ranking)
     check_number("memory_budget_mb", memory_budget_mb, 0, open_low=True)
+
+
+def check_same_maps(train: Ratings, test: Ratings) -> None:
+    """`ConfigError` unless ``test``'s codes stand for the same users and movies as ``train``'s.
+
+    Splits share their parent's id maps, so the usual check is one identity test; maps that are
+    different objects are compared by size, then by content.
+    """
+    for kind, ours, theirs in (("user", train.user_map, test.user_map), ("movie", train.item_map, test.item_map)):
+        if ours is not theirs and ours != theirs:
+            sizes = f"{len(theirs)} vs {len(ours)}" if len(theirs) != len(ours) else f"both {len(ours)}, not the same"
+            raise ConfigError("test", f"the test ratings' {kind} ids are coded differently from the training "
+                                      f"ratings' ({sizes} {kind} ids); take train and test from one data set, "
+                                      "e.g. with per_user_split")
 
 
 def predict_pairs(
@@ -88,6 +102,7 @@ def evaluate(
     """
     check_options(ks=ks, like_threshold=like_threshold, tolerance=tolerance, limit=limit, ranking=ranking,
                   memory_budget_mb=memory_budget_mb)
+    check_same_maps(train, test)
     n = len(test) if limit is None else min(limit, len(test))
     result: dict[str, float] = {"n_test": n}
     if model.predicts_ratings:  # a ranking-only model's scores are not ratings: no rating error
@@ -117,7 +132,8 @@ def ranking_metrics(
     progress: bool = False,
 ) -> dict[str, float]:
     """Recall, precision, NDCG, hit rate and coverage at each K over users with a liked test item."""
-    ks = sorted(set(int(k) for k in ks))
+    check_same_maps(train, test)
+    ks = sorted({int(k) for k in ks})
     k_max = min(max(ks), train.n_items)
     liked = test.subset(test.values >= like_threshold)
     liked_csr = sp.csr_matrix(

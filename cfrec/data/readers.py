@@ -93,6 +93,12 @@ def check_options(
     unknown = [key for key in (columns or {}) if key not in ALIASES]
     if unknown:
         raise ConfigError("columns", f"unknown role {unknown[0]!r}; roles are {', '.join(ALIASES)}")
+    named: dict[str, str] = {}  # column → the role given it
+    for key, given in (columns or {}).items():
+        if str(given) in named:
+            raise ConfigError("columns", f"{named[str(given)]} and {key} both name column {str(given)!r}; "
+                                         "each role needs a column of its own")
+        named[str(given)] = key
     try:
         codecs.lookup(encoding)
     except (LookupError, TypeError):
@@ -155,6 +161,7 @@ def _resolve_columns(
         match = next((by_name[a] for a in ALIASES[key] if a in by_name), None)
         if match is not None:
             role[key] = match
+    _check_distinct(role, set(columns or {}), path)
     missing = [key for key in ("user", "item", "rating") if key not in role]
     if missing:
         raise DataFormatError(
@@ -162,3 +169,20 @@ def _resolve_columns(
             path=path, line=header_line,
         )
     return role
+
+
+def _check_distinct(role: dict[str, object], given: set[str], path: Path) -> None:
+    """One column per role: a `ConfigError` naming both roles when ``columns`` gives a role the
+    column another role was found in; a timestamp found (not given) in a taken column is dropped."""
+    owner: dict[object, str] = {}  # column label → role
+    for key in ALIASES:
+        if key not in role:
+            continue
+        label = role[key]
+        if label in owner:
+            if key == "timestamp" and key not in given:
+                del role[key]
+                continue
+            raise ConfigError("columns", f"{owner[label]} and {key} both name column {label!r} of {path}; "
+                                         "each role needs a column of its own")
+        owner[label] = key
