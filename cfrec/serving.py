@@ -43,6 +43,26 @@ Unknown = Literal["error", "fallback"]
 ITEM_INDEX, USER_INDEX = "items.hnsw", "users.hnsw"
 
 
+_MANY = (list, tuple, set, dict, np.ndarray, torch.Tensor, pd.Series)  # what is not one id
+
+
+def _one_id(key: str, value: object, method: str, hint: str = "") -> None:
+    """`ConfigError` naming ``key`` unless ``value`` is a single id."""
+    if isinstance(value, _MANY):
+        raise ConfigError(key, f"{method} takes one id, got a {type(value).__name__}{hint}")
+
+
+def _id_list(key: str, values: Iterable) -> list:
+    """``values`` as a list of single ids; `ConfigError` naming ``key`` for a lone id or nested ids."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise ConfigError(key, f"predict_many takes a sequence of ids, got {values!r}; predict takes one pair")
+    ids = list(values)
+    nested = next((v for v in ids if isinstance(v, _MANY)), None)
+    if nested is not None:
+        raise ConfigError(key, f"predict_many takes flat sequences of ids, got an element {nested!r}")
+    return ids
+
+
 class TrainedModel:
     """A fitted model with its id maps, item metadata and (lazily) HNSW indexes."""
 
@@ -61,15 +81,13 @@ class TrainedModel:
     # -- ratings --------------------------------------------------------------------------
     def predict(self, user_id: object, movie_id: object) -> float:
         """Predicted rating of one (user, movie) pair of raw ids."""
-        for name, value in (("user_id", user_id), ("movie_id", movie_id)):
-            if isinstance(value, (list, tuple, set, np.ndarray, torch.Tensor)):
-                raise ConfigError(name, f"predict takes one id, got a {type(value).__name__}; "
-                                        "predict_many takes sequences of ids")
+        _one_id("user_id", user_id, "predict", "; predict_many takes sequences of ids")
+        _one_id("movie_id", movie_id, "predict", "; predict_many takes sequences of ids")
         return float(self.predict_many([user_id], [movie_id])[0])
 
     def predict_many(self, user_ids: Iterable, movie_ids: Iterable) -> np.ndarray:
         """Predicted ratings for parallel sequences of raw ids."""
-        user_ids, movie_ids = list(user_ids), list(movie_ids)
+        user_ids, movie_ids = _id_list("user_ids", user_ids), _id_list("movie_ids", movie_ids)
         if len(user_ids) != len(movie_ids):
             raise ConfigError("movie_ids", f"{len(movie_ids)} movie id(s) for {len(user_ids)} user id(s); "
                               "predict_many takes parallel sequences of equal length")
@@ -96,6 +114,8 @@ class TrainedModel:
         Each rating must be a finite number within the model's rating range (`ConfigError`
         naming the movie and the value otherwise).
         """
+        if not isinstance(ratings, Mapping):
+            raise ConfigError("ratings", f"fold_in takes a {{movie_id: rating}} mapping, got a {type(ratings).__name__}")
         fold_in = getattr(self.model, "fold_in", None)
         if fold_in is None:
             raise CfrecError(f"{self.checkpoint.meta['model']} cannot fold in new users (cf and content can)")
@@ -130,6 +150,7 @@ class TrainedModel:
         With ``unknown="fallback"``, a user the model does not know gets the movies with the
         most training ratings (at least ``min_ratings``), their count as the score.
         """
+        _one_id("user_id", user_id, "recommend")
         check_int("k", k, 1)
         check_int("min_ratings", min_ratings, 0)
         if self.unknown == "fallback" and user_id not in self.user_map:
@@ -143,6 +164,7 @@ class TrainedModel:
     def similar_movies(self, movie_id: object, k: int = 10) -> pd.DataFrame:
         """The ``k`` movies whose vectors are closest to ``movie_id``'s (HNSW, cosine); at most all
         the other movies."""
+        _one_id("movie_id", movie_id, "similar_movies")
         code = self.item_map.code(movie_id)
         labels, sims = self._neighbours("item", code, k)
         frame = self._describe(labels)
@@ -152,6 +174,7 @@ class TrainedModel:
     def similar_users(self, user_id: object, k: int = 10) -> pd.DataFrame:
         """The ``k`` users whose vectors are closest to ``user_id``'s (HNSW, cosine); at most all
         the other users."""
+        _one_id("user_id", user_id, "similar_users")
         code = self.user_map.code(user_id)
         labels, sims = self._neighbours("user", code, k)
         return pd.DataFrame({"user_id": self.user_map.to_ids(labels), "similarity": sims})

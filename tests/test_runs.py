@@ -152,6 +152,19 @@ def test_load_takes_the_device_words_of_training(cf_run, monkeypatch):
         cfrec.load(run_dir, device="gpu")
 
 
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda m: m.recommend([1, 2], k=3), "user_id: recommend takes one id, got a list"),
+    (lambda m: m.similar_movies((1, 2)), "movie_id: similar_movies takes one id, got a tuple"),
+    (lambda m: m.similar_users(np.array([1])), "user_id: similar_users takes one id, got a ndarray"),
+    (lambda m: m.fold_in([(5, 5)]), r"ratings: fold_in takes a \{movie_id: rating\} mapping, got a list"),
+    (lambda m: m.predict_many(1, 5), "user_ids: predict_many takes a sequence of ids, got 1"),
+    (lambda m: m.predict_many(np.array([[1, 2]]), np.array([[5, 6]])), "user_ids: predict_many takes flat sequences"),
+])
+def test_ids_of_the_wrong_shape_are_clear_errors(cf_run, call, message):
+    with pytest.raises(ConfigError, match=message):
+        call(cfrec.load(cf_run[0]))
+
+
 def test_unknown_ids_raise_or_fall_back_to_biases(cf_run):
     run_dir, _ = cf_run
     strict = cfrec.load(run_dir)
