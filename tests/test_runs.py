@@ -133,13 +133,23 @@ def test_min_ratings_lists_the_best_of_the_well_known_movies(cf_run, capsys):
     ("args", "message"),
     [(["--user", "987654"], "unknown user id 987654"),
      (["--rate", "5=five"], "--rate takes MOVIE=RATING pairs such as 2571=5, got '5=five'"),
-     (["--similar-to", "x"], "'x' is not an id of this model (its ids are integers)")],
+     (["--similar-to", "x"], "'x' is not an id of this model (its ids are integers)"),
+     (["--rate", "1=5", "2=3", "1=1"], "--rate rates movie 1 twice (5 and 1): give each movie once")],
 )
 def test_recommend_command_errors_are_one_line(cf_run, args, message):
     run_dir, _ = cf_run
     done = subprocess.run([sys.executable, "-m", "cfrec.apps.recommend", str(run_dir), *args],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and done.stderr.strip() == f"cfrec-recommend: {message}" and not done.stdout
+
+
+def test_a_list_emptied_by_min_ratings_says_so(cf_run, capsys):
+    from cfrec.apps.recommend import main as recommend
+    run_dir, _ = cf_run
+    user = int(cfrec.load(run_dir).user_map.ids[0])
+    assert recommend([str(run_dir), "--user", str(user), "--min-ratings", "100000"]) == 0
+    assert capsys.readouterr().out.strip() == ("no movie to list: none left with 100000 or more training ratings "
+                                               "(lower --min-ratings)")
 
 
 def test_load_takes_the_device_words_of_training(cf_run, monkeypatch):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -40,27 +40,31 @@ def parse_ratings(model: TrainedModel, pairs: Sequence[str]) -> dict[object, flo
     for pair in pairs:
         movie, _, value = pair.partition("=")  # no "=": value is "", not a number
         try:
-            ratings[raw_id(model.item_map, movie)] = float(value)
+            rating = float(value)
         except ValueError:
             raise CfrecError(f"--rate takes MOVIE=RATING pairs such as 2571=5, got {pair!r}") from None
+        movie_id = raw_id(model.item_map, movie)
+        if movie_id in ratings:
+            raise CfrecError(f"--rate rates movie {movie_id!r} twice ({ratings[movie_id]:g} and {rating:g}): give each movie once")
+        ratings[movie_id] = rating
     return ratings
 
 
 def answer(model: TrainedModel, args: argparse.Namespace) -> str:
     """The text the command prints for ``args``."""
-    if args.rate:
-        frame = model.fold_in(parse_ratings(model, args.rate)).recommend(
-            args.k, exclude_seen=not args.include_seen, min_ratings=args.min_ratings)
-    elif args.similar_to is not None:
-        frame = model.similar_movies(raw_id(model.item_map, args.similar_to), args.k)
-    elif args.similar_users is not None:
-        frame = model.similar_users(raw_id(model.user_map, args.similar_users), args.k)
-    elif args.movie is not None:
+    if args.similar_to is not None:
+        return table(model.similar_movies(raw_id(model.item_map, args.similar_to), args.k))
+    if args.similar_users is not None:
+        return table(model.similar_users(raw_id(model.user_map, args.similar_users), args.k))
+    if args.movie is not None:
         user, movie = raw_id(model.user_map, args.user), raw_id(model.item_map, args.movie)
         return f"{model.predict(user, movie):.4f}"
-    else:
-        frame = model.recommend(raw_id(model.user_map, args.user), args.k, exclude_seen=not args.include_seen,
-                                min_ratings=args.min_ratings)
+    who = model.fold_in(parse_ratings(model, args.rate)) if args.rate else None
+    frame = (who.recommend(args.k, exclude_seen=not args.include_seen, min_ratings=args.min_ratings) if who else
+             model.recommend(raw_id(model.user_map, args.user), args.k, exclude_seen=not args.include_seen,
+                             min_ratings=args.min_ratings))
+    if frame.empty:
+        return f"no movie to list: none left with {args.min_ratings} or more training ratings (lower --min-ratings)"
     return table(frame)
 
 
