@@ -163,9 +163,13 @@ class TrainedModel:
 
     def similar_movies(self, movie_id: object, k: int = 10) -> pd.DataFrame:
         """The ``k`` movies whose vectors are closest to ``movie_id``'s (HNSW, cosine); at most all
-        the other movies."""
+        the other movies. A movie without training ratings has no learned vector: a `CfrecError`
+        (models of fixed movie features, `content`, answer from its features)."""
         _one_id("movie_id", movie_id, "similar_movies")
         code = self.item_map.code(movie_id)
+        if getattr(self.model, "learns_items", True) and self.movie_counts[code] == 0:  # content's fixed features still know it
+            raise CfrecError(f"movie {movie_id!r} has no training ratings: this model never learned its vector, "
+                             "so no movie is similar to it here")
         labels, sims = self._neighbours("item", code, k)
         frame = self._describe(labels)
         frame["similarity"] = sims

@@ -24,7 +24,7 @@ from cfrec.apps.pipeline import load_split, prepare, run
 from cfrec.checkpoint import TENSORS, load_train_state
 from cfrec.data import synthetic
 from cfrec.data.split import per_user_split
-from cfrec.errors import CheckpointError, ConfigError, UnknownIdError
+from cfrec.errors import CfrecError, CheckpointError, ConfigError, UnknownIdError
 from cfrec.evaluate import evaluate
 from cfrec.io import sha256
 from cfrec.models import CollaborativeFiltering
@@ -173,6 +173,17 @@ def test_load_takes_the_device_words_of_training(cf_run, monkeypatch):
 def test_ids_of_the_wrong_shape_are_clear_errors(cf_run, call, message):
     with pytest.raises(ConfigError, match=message):
         call(cfrec.load(cf_run[0]))
+
+
+def test_a_movie_without_training_ratings_has_no_similar_movies(cf_run):
+    model = cfrec.load(cf_run[0])
+    movie = int(model.item_map.ids[3])
+    assert len(model.similar_movies(movie, k=3)) == 3
+    counts = model.movie_counts.copy()
+    counts[3] = 0  # as if all its ratings had gone to the test split
+    model.__dict__["movie_counts"] = counts
+    with pytest.raises(CfrecError, match=f"movie {movie} has no training ratings: this model never learned its vector"):
+        model.similar_movies(movie, k=3)
 
 
 def test_unknown_ids_raise_or_fall_back_to_biases(cf_run):
