@@ -24,11 +24,11 @@ class DataFormatError(CfrecError, ValueError):
 class UnknownIdError(CfrecError, KeyError):
     """A raw user or item id that the model or data set has never seen."""
 
-    def __init__(self, kind: str, raw_id: object, n_unknown: int = 1):
+    def __init__(self, kind: str, raw_id: object, n_unknown: int = 1, hint: str = ""):
         self.kind = kind
         self.raw_id = raw_id
         more = f" (and {n_unknown - 1} more unknown)" if n_unknown > 1 else ""
-        super().__init__(f"unknown {kind} id {raw_id!r}{more}")
+        super().__init__(f"unknown {kind} id {raw_id!r}{more}{f'; {hint}' if hint else ''}")
 
     def __str__(self) -> str:  # KeyError would print the repr of the message
         return str(self.args[0])
@@ -41,7 +41,7 @@ class ConfigError(CfrecError, ValueError):
         self.key, self.message = key, message
         super().__init__(f"{key}: {message}")
 
-    def under(self, prefix: str) -> "ConfigError":
+    def under(self, prefix: str) -> ConfigError:
         """The same error with its key nested under ``prefix`` (``k`` → ``model.k``)."""
         return ConfigError(f"{prefix}.{self.key}", self.message)
 

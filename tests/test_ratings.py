@@ -84,3 +84,15 @@ def test_id_map_codes_agree_with_sorting(values):
     np.testing.assert_array_equal(id_map.ids, ids)
     np.testing.assert_array_equal(codes, inverse)
     assert codes.dtype == np.int64 and id_map.ids.dtype == values.dtype
+
+
+def test_an_unknown_id_whose_text_or_integer_twin_is_known_says_which_to_use():
+    text, numbers = IdMap(["1", "2"], kind="user"), IdMap(np.array([1, 2]), kind="item")
+    with pytest.raises(UnknownIdError, match=r"unknown user id 1; this data's ids are text: use '1'"):
+        text.code(1)
+    with pytest.raises(UnknownIdError, match=r"unknown user id 2 \(and 1 more unknown\); this data's ids are text: use '2'"):
+        text.codes([2, 1])
+    with pytest.raises(UnknownIdError, match=r"unknown item id '2'; this data's ids are integers: use 2$"):
+        numbers.code("2")
+    with pytest.raises(UnknownIdError, match=r"^unknown item id 3$"):  # no twin: no hint
+        numbers.code(3)

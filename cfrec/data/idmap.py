@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -31,7 +31,7 @@ class IdMap:
         self.kind = kind
 
     @classmethod
-    def from_values(cls, values: np.ndarray, kind: str = "item") -> tuple["IdMap", np.ndarray]:
+    def from_values(cls, values: np.ndarray, kind: str = "item") -> tuple[IdMap, np.ndarray]:
         """Map of the distinct ``values`` (sorted) and the code of every value.
 
         Integer ids spanning a range not much larger than their count (MovieLens ids) are
@@ -74,8 +74,8 @@ class IdMap:
         if strict:
             unknown = codes < 0
             if unknown.any():
-                first = raw[np.flatnonzero(unknown)[0]]
-                raise UnknownIdError(self.kind, _plain(first), int(unknown.sum()))
+                first = _plain(raw[np.flatnonzero(unknown)[0]])
+                raise UnknownIdError(self.kind, first, int(unknown.sum()), self._type_hint(first))
         return codes
 
     def code(self, raw_id: object) -> int:
@@ -83,10 +83,19 @@ class IdMap:
         try:
             found = self._index.get_loc(raw_id)
         except (KeyError, TypeError):
-            raise UnknownIdError(self.kind, raw_id) from None
+            raise UnknownIdError(self.kind, raw_id, hint=self._type_hint(raw_id)) from None
         if not isinstance(found, (int, np.integer)):
             raise UnknownIdError(self.kind, raw_id)
         return int(found)
+
+    def _type_hint(self, raw_id: object) -> str:
+        """What to say when ``raw_id`` is unknown but its text (or integer) twin is known."""
+        if isinstance(raw_id, (int, np.integer)) and not isinstance(raw_id, bool) and str(raw_id) in self:
+            return (f"this data's ids are text: use {str(raw_id)!r} (a ratings file read with "
+                    "data.integer_ids=true has integer ids)")
+        if isinstance(raw_id, str) and raw_id.strip().lstrip("-").isdigit() and int(raw_id) in self:
+            return f"this data's ids are integers: use {int(raw_id)}"
+        return ""
 
     def to_ids(self, codes: Iterable) -> np.ndarray:
         """Raw ids of ``codes``."""
