@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from cfrec.apps.cv import cross_validate, summarize_folds
 from cfrec.apps.pipeline import run
 from cfrec.apps.runs import list_runs
-from cfrec.errors import ConfigError
+from cfrec.errors import ConfigError, RunStopped
 
 TINY = ["data=synthetic", "data.n_users=120", "data.n_items=80", "data.n_ratings=3000", "run.progress=false",
         "run.tensorboard=false", "run.plots=false", "model=bias", "split.n_folds=3"]
@@ -89,3 +89,56 @@ def test_the_app_reports_a_mistake_in_one_line_and_marks_the_run_failed(tmp_path
     assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
     assert done.stderr.strip().splitlines() == ["cfrec-cv: split.n_folds: must be an integer >= 2, got 0"]
     assert "split.n_folds" in (folder / "FAILED").read_text()
+
+
+def test_a_resumed_cross_validation_keeps_finished_folds_and_fits_the_rest(tmp_path):
+    first = cross_validate(config(), tmp_path / "a", label="bias", overrides=["model=bias"])
+    (tmp_path / "a" / "fold_2" / "metrics.json").unlink()  # as if stopped before fold 2 ended
+    kept_model = (tmp_path / "a" / "fold_0" / "model.pt").read_bytes()
+    again = cross_validate(config(f"train.resume={tmp_path / 'a'}"), tmp_path / "b", label="bias", overrides=["model=bias"])
+    assert [f["rmse"] for f in again["folds"]] == [f["rmse"] for f in first["folds"]]
+    assert (tmp_path / "b" / "fold_0" / "model.pt").read_bytes() == kept_model  # copied, not refitted
+    assert (tmp_path / "b" / "fold_2" / "metrics.json").is_file() and (tmp_path / "b" / "cv.json").is_file()
+
+
+def test_a_fold_stopped_mid_training_resumes_from_its_state(tmp_path, caplog):
+    cf = ["model=cf", "model.rank=4", "train.epochs=2", "train.batch_size=512", "model.knn_blend=null"]
+    first = cross_validate(config(*cf), tmp_path / "a", label="cf")
+    (tmp_path / "a" / "fold_1" / "metrics.json").unlink()  # its train_state.pt stays
+    again = cross_validate(config(*cf, f"train.resume={tmp_path / 'a'}"), tmp_path / "b", label="cf")
+    assert f"{tmp_path / 'a' / 'fold_1'} is already at epoch 2" in caplog.text  # fold 1 went on from its state
+    assert again["folds"][1]["rmse"] == pytest.approx(first["folds"][1]["rmse"])
+
+
+def test_resuming_with_other_options_names_them(tmp_path):
+    cross_validate(config(), tmp_path / "a", label="bias")
+    with pytest.raises(ConfigError, match=r"train.resume: .*fold_0 was cross-validated with other options \(seed: 42 → 7\)"):
+        cross_validate(config("seed=7", f"train.resume={tmp_path / 'a'}"), tmp_path / "b", label="bias")
+
+
+def test_ctrl_c_in_a_fold_says_how_to_resume_the_cross_validation(tmp_path, monkeypatch):
+    import cfrec.apps.cv as cv_app
+
+    fitted = []
+
+    def stopped_in_fold_1(cfg, folder, label=None):
+        if cfg["split"]["fold"] == 1:
+            raise KeyboardInterrupt
+        fitted.append(run(cfg, folder, label=label))
+        return fitted[-1]
+
+    monkeypatch.setattr(cv_app, "run", stopped_in_fold_1)
+    with pytest.raises(RunStopped) as stop:
+        cross_validate(config(), tmp_path / "a", label="bias", overrides=["model=bias", f"hydra.run.dir={tmp_path / 'a'}"])
+    assert stop.value.code == 130 and len(fitted) == 1
+    assert str(stop.value) == (f"interrupted in fold 1 of 3: resume the cross-validation (finished folds are kept) with: "
+                               f"cfrec-cv model=bias train.resume={tmp_path / 'a'}")
+
+
+def test_a_cross_validation_resumes_in_place(tmp_path):
+    first = cross_validate(config(), tmp_path, label="bias")
+    (tmp_path / "fold_1" / "metrics.json").unlink()
+    kept = (tmp_path / "fold_0" / "metrics.json").stat().st_mtime_ns
+    again = cross_validate(config(f"train.resume={tmp_path}"), tmp_path, label="bias")
+    assert [f["rmse"] for f in again["folds"]] == [f["rmse"] for f in first["folds"]]
+    assert (tmp_path / "fold_0" / "metrics.json").stat().st_mtime_ns == kept  # not fitted again

@@ -11,11 +11,19 @@ standard deviation), ``cv.md`` (the same as a table, also printed) and ``metrics
 means, so ``cfrec-runs`` lists the whole cross-validation as one run). Hydra receives the mean
 of the validation metric the folds were monitored on (``valid_rmse`` for cf; never a test
 metric), so sweepers can tune on cross-validated scores.
+
+Stopped part-way (Ctrl-C prints the command), ``cfrec-cv <the same options> train.resume=RUN_DIR``
+continues it into a new folder (or in place, with ``hydra.run.dir=RUN_DIR``): finished folds are
+kept (copied), a fold stopped mid-training resumes from its saved state, the rest are fitted;
+folds made with other options are refused, naming them.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import shlex
+import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,11 +37,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from cfrec.apps import guard
+from cfrec.apps import guard, rundir
+from cfrec.apps.fitting import changed_keys
 from cfrec.apps.pipeline import run
 from cfrec.apps.schema import complete
 from cfrec.apps.train import objective
-from cfrec.errors import ConfigError
+from cfrec.checkpoint import TRAIN_STATE
+from cfrec.errors import ConfigError, RunStopped
 from cfrec.io import atomic_path, write_json
 from cfrec.tables import to_markdown
 from cfrec.validation import check_int
@@ -76,16 +86,37 @@ def cross_validate(cfg: Mapping[str, Any], run_dir: str | Path, label: str | Non
     cfg = complete(cfg)
     run_dir = Path(run_dir)
     n_folds = check_int("split.n_folds", cfg["split"]["n_folds"], 2)  # before any fold folder is made
+    resume = cfg["train"]["resume"]
     # what cfrec-train needs to run (or resume) one fold: split=kfold is cv.yaml's default, not its
     fold_overrides = [*([] if any(o.startswith("split=") for o in overrides) else ["split=kfold"]),
-                      *[o for o in overrides if not o.startswith("split.fold=")]]
+                      *[o for o in overrides if not o.startswith(("split.fold=", "train.resume=", "hydra.run.dir="))]]
     folds = []
     for fold in range(n_folds):
-        fold_cfg = {**cfg, "split": {**cfg["split"], "fold": fold}}
+        fold_cfg = {**cfg, "split": {**cfg["split"], "fold": fold}, "train": {**cfg["train"], "resume": None}}
         fold_dir = run_dir / f"fold_{fold}"
+        earlier = Path(resume) / fold_dir.name if resume else None
+        finished = _finished_fold(earlier, fold_cfg) if earlier else None
+        if finished is not None:
+            if earlier.resolve() != fold_dir.resolve():
+                shutil.copytree(earlier, fold_dir)
+            log.info("fold %d of %d: finished in %s, kept", fold + 1, n_folds, earlier)
+            folds.append(finished)
+            continue
+        if earlier is not None and (earlier / TRAIN_STATE).is_file():  # stopped mid-training: continue it
+            fold_cfg["train"]["resume"] = str(earlier)
+            if earlier.resolve() == fold_dir.resolve():
+                rundir.clear_derived(fold_dir)
         _describe_fold(fold_dir, fold_cfg, [*fold_overrides, f"split.fold={fold}"])
         log.info("fold %d of %d", fold + 1, n_folds)
-        metrics = run(fold_cfg, fold_dir, label=label)
+        try:
+            metrics = run(fold_cfg, fold_dir, label=label)
+        except (RunStopped, KeyboardInterrupt) as stop:
+            if isinstance(stop, RunStopped) and stop.code != 130:
+                raise
+            message = (f"interrupted in fold {fold} of {n_folds}: resume the cross-validation (finished folds are "
+                       f"kept) with: {shlex.join(['cfrec-cv', *overrides_without_resume(overrides), f'train.resume={run_dir}'])}")
+            log.warning("%s", message)
+            raise RunStopped(message, 130) from None
         if metrics is None:  # a torchrun rank other than 0: nothing to summarise
             return {}
         folds.append(metrics)
@@ -103,6 +134,35 @@ def cross_validate(cfg: Mapping[str, Any], run_dir: str | Path, label: str | Non
     summary["mean"].update(monitor)
     print(title + table.to_string(index=False))
     return summary
+
+
+def overrides_without_resume(overrides: Sequence[str]) -> list[str]:
+    """A run's command-line overrides, less where it resumed from and where it wrote."""
+    return [o for o in overrides if not o.startswith(("train.resume=", "hydra.run.dir="))]
+
+
+def _finished_fold(folder: Path, cfg: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The metrics of a fold ``folder`` finished with ``cfg`` (None when it did not finish);
+    a `ConfigError` naming the options when it was made with others."""
+    metrics_file = folder / "metrics.json"
+    if not metrics_file.is_file() or (folder / "FAILED").exists():
+        return None
+    try:
+        metrics = json.loads(metrics_file.read_text())
+        saved = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return None  # unreadable: fitted again
+    if not isinstance(metrics, dict) or not isinstance(saved, dict):
+        return None
+    ignored = ("train", "run", "hydra")  # where it came from, how it showed progress
+    changed = changed_keys({k: v for k, v in saved.items() if k not in ignored},
+                            {k: v for k, v in cfg.items() if k not in ignored})
+    changed += changed_keys({k: v for k, v in saved.get("train", {}).items() if k != "resume"},
+                             {k: v for k, v in cfg["train"].items() if k != "resume"}, "train.")
+    if changed:
+        raise ConfigError("train.resume", f"{folder} was cross-validated with other options ({'; '.join(changed)}): "
+                          "resume with the same options, or start afresh without train.resume")
+    return metrics
 
 
 def _describe_fold(fold_dir: Path, cfg: Mapping[str, Any], overrides: Sequence[str]) -> None:

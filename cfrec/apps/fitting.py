@@ -121,7 +121,7 @@ def _resume_state(folder: str, meta: Mapping[str, Any]) -> dict[str, Any]:
     except (CheckpointError, OSError) as err:  # a config problem from the user's side
         raise ConfigError("train.resume", str(err)) from None
     options = saved.get("train")  # states written before the options or the data digest were stored have none
-    changed = _changed_keys(saved.get("describe", {}), meta["describe"])
+    changed = changed_keys(saved.get("describe", {}), meta["describe"])
     if changed:
         raise ConfigError("train.resume", f"{folder} trained another model or data ({'; '.join(changed)}); "
                           "resume with the same model and data options, or start afresh without train.resume")
@@ -135,11 +135,11 @@ def _resume_state(folder: str, meta: Mapping[str, Any]) -> dict[str, Any]:
     return state
 
 
-def _changed_keys(saved: Any, now: Any, prefix: str = "") -> list[str]:
+def changed_keys(saved: Any, now: Any, prefix: str = "") -> list[str]:
     """``key: old → new`` for every leaf that differs between two nested option dicts."""
     if isinstance(saved, Mapping) and isinstance(now, Mapping):
         return [change for key in sorted(set(saved) | set(now), key=str)
-                for change in _changed_keys(saved.get(key), now.get(key), f"{prefix}{key}.")]
+                for change in changed_keys(saved.get(key), now.get(key), f"{prefix}{key}.")]
     return [] if saved == now else [f"{prefix.rstrip('.')}: {saved!r} → {now!r}"]
 
 
