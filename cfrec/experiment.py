@@ -7,15 +7,15 @@ validates it before any heavy work, naming the offending key in a `ConfigError`.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Mapping
-
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from cfrec.data import Ratings, Split, kfold_split, per_user_split, random_split, temporal_split
 from cfrec.data.sources import check_data as check_data_source  # the data-source registry decides
 from cfrec.data.sources import load_data
 from cfrec.data.sources import section_options as _options
-from cfrec.data.split import no_split
-from cfrec.device import resolve_device  # noqa: F401 (the one device rule, re-exported)
+from cfrec.data.split import kfold_fold, no_split
+from cfrec.device import resolve_device  # the one device rule, re-exported (__all__)
 from cfrec.errors import ConfigError
 from cfrec.validation import check_int, check_keys
 
@@ -47,14 +47,9 @@ def make_split(ratings: Ratings, section: Mapping[str, Any]) -> Split:
     options = {**defaults, **options}
     fold = check_int("split.fold", options.pop("fold"), 0) if name == "kfold" else None
     try:
-        split = SPLITS[name](ratings, **options)
+        return SPLITS[name](ratings, **options) if fold is None else kfold_fold(ratings, fold, **options)
     except ConfigError as err:
         raise err.under("split") from None
-    if fold is None:
-        return split
-    if fold >= len(split):
-        raise ConfigError("split.fold", f"must lie in 0..n_folds-1, got {fold}")
-    return split[fold]
 
 
 def describe_split(section: Mapping[str, Any]) -> str:

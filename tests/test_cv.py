@@ -131,7 +131,7 @@ def test_ctrl_c_in_a_fold_says_how_to_resume_the_cross_validation(tmp_path, monk
     with pytest.raises(RunStopped) as stop:
         cross_validate(config(), tmp_path / "a", label="bias", overrides=["model=bias", f"hydra.run.dir={tmp_path / 'a'}"])
     assert stop.value.code == 130 and len(fitted) == 1
-    assert str(stop.value) == (f"interrupted in fold 1 of 3: resume the cross-validation (finished folds are kept) with: "
+    assert str(stop.value) == (f"interrupted in fold 2 of 3 (fold_1): resume the cross-validation (finished folds are kept) with: "
                                f"cfrec-cv model=bias train.resume={tmp_path / 'a'}")
 
 

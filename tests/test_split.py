@@ -5,9 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from cfrec.data import Ratings, kfold_split, per_user_split, random_split, temporal_split
+from cfrec.data import (
+    Ratings,
+    kfold_split,
+    per_user_split,
+    random_split,
+    temporal_split,
+)
+from cfrec.data.split import kfold_fold
 from cfrec.errors import ConfigError
 
 
@@ -110,6 +118,21 @@ def test_kfold_puts_every_eligible_rating_in_one_test_fold(small):
     assert tested == len(small.ratings)  # every user has ≥ 5 ratings here
     sizes = [f.n_test_before_filter for f in folds]
     assert max(sizes) - min(sizes) <= small.ratings.n_users  # near-equal: at most one per user apart
+
+
+def test_one_kfold_fold_is_that_fold_of_the_whole_kfold_split(small, caplog):
+    folds = kfold_split(small.ratings, n_folds=4, seed=2)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="cfrec.data.split"):
+        alone = kfold_fold(small.ratings, 2, n_folds=4, seed=2)
+    for part in ("train", "test"):
+        for field in ("users", "items", "values"):
+            np.testing.assert_array_equal(getattr(getattr(alone, part), field), getattr(getattr(folds[2], part), field))
+    assert caplog.text.count("split of") == 1  # the other folds were not built
+    with pytest.raises(ConfigError, match="fold: must lie in 0..n_folds-1, got 4"):
+        kfold_fold(small.ratings, 4, n_folds=4)
+    with pytest.raises(ConfigError, match="n_folds: must be at least 2, got 1"):
+        kfold_fold(small.ratings, 3, n_folds=1)
 
 
 @pytest.mark.parametrize("ratio", [0, 1, -0.1, 1.5])

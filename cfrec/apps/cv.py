@@ -113,7 +113,7 @@ def cross_validate(cfg: Mapping[str, Any], run_dir: str | Path, label: str | Non
         except (RunStopped, KeyboardInterrupt) as stop:
             if isinstance(stop, RunStopped) and stop.code != 130:
                 raise
-            message = (f"interrupted in fold {fold} of {n_folds}: resume the cross-validation (finished folds are "
+            message = (f"interrupted in fold {fold + 1} of {n_folds} ({fold_dir.name}): resume the cross-validation (finished folds are "
                        f"kept) with: {shlex.join(['cfrec-cv', *overrides_without_resume(overrides), f'train.resume={run_dir}'])}")
             log.warning("%s", message)
             raise RunStopped(message, 130) from None

@@ -7,8 +7,9 @@ every split drops them, counts them in ``Split.n_dropped`` and logs the count.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -170,12 +171,31 @@ def kfold_split(ratings: Ratings, n_folds: int = 5, seed: int = 42, min_ratings:
     Fold ``f`` is the test set of split ``f``. Users with fewer than ``min_ratings`` ratings stay
     in every train set. Each eligible rating is in exactly one test set.
     """
-    if n_folds < 2:
-        raise ConfigError("n_folds", f"must be at least 2, got {n_folds}")
+    fold = _kfold_assignment(ratings, n_folds, seed, min_ratings)
+    return [_make_split(ratings, fold == f, f"fold {f + 1}/{n_folds}") for f in range(n_folds)]
+
+
+def kfold_fold(ratings: Ratings, fold: int, n_folds: int = 5, seed: int = 42, min_ratings: int = 5) -> Split:
+    """Split ``fold`` of `kfold_split` alone (the same train and test), without building the others."""
+    _check_n_folds(n_folds)
+    if not 0 <= fold < n_folds:
+        raise ConfigError("fold", f"must lie in 0..n_folds-1, got {fold}")
+    return _make_split(ratings, _kfold_assignment(ratings, n_folds, seed, min_ratings) == fold,
+                       f"fold {fold + 1}/{n_folds}")
+
+
+def _kfold_assignment(ratings: Ratings, n_folds: int, seed: int, min_ratings: int) -> np.ndarray:
+    """(n,) the fold whose test set holds each rating; −1 for users with fewer than ``min_ratings``."""
+    _check_n_folds(n_folds)
     rng = np.random.default_rng(seed)
     order, starts, counts = _user_groups(ratings.users)
     rank = _random_rank_within_groups(rng, order, starts, counts)
     fold = np.full(len(ratings), -1, dtype=np.int64)
     eligible_row = np.repeat(counts >= min_ratings, counts)
     fold[order[eligible_row]] = rank[eligible_row] % n_folds
-    return [_make_split(ratings, fold == f, f"fold {f + 1}/{n_folds}") for f in range(n_folds)]
+    return fold
+
+
+def _check_n_folds(n_folds: int) -> None:
+    if n_folds < 2:
+        raise ConfigError("n_folds", f"must be at least 2, got {n_folds}")
