@@ -154,7 +154,8 @@ def test_compare_writes_the_table_metrics_and_plots(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "named"),
     [(["compare.only=[cf,svdpp]"], "compare.only: no entries named ['svdpp']"),
-     (["compare.only=[bias,user_knn]", "+compare.models.user_knn.dim=500"], "compare.models.user_knn.dim: asks for 500")],
+     (["compare.only=[bias,user_knn]", "+compare.models.user_knn.dim=500"], "compare.models.user_knn.dim: asks for 500"),
+     (["compare.only=[x]", "+compare.models.x={model: cf, rank: -1}"], "compare.models.x.rank: must be an integer >= 1")],
 )
 def test_compare_config_errors_name_the_key_before_any_fit(tmp_path, overrides, named):
     done = cli("cfrec.apps.compare", *TINY, *overrides, f"hydra.run.dir={tmp_path / 'c'}", cwd=tmp_path)

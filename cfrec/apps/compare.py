@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import hydra
 import numpy as np
@@ -25,16 +26,16 @@ from cfrec.apps import guard
 from cfrec.apps.checks import check_against_data, check_config, check_train
 from cfrec.apps.fitting import fit_model
 from cfrec.apps.guard import describe, report
-from cfrec.apps.schema import check_section, model_preset
 from cfrec.apps.pipeline import load_split, make_model
+from cfrec.apps.schema import check_section, model_preset
 from cfrec.checkpoint import save_model
 from cfrec.data import Split
+from cfrec.device import resolve_device
 from cfrec.errors import CfrecError, ConfigError, RunStopped
 from cfrec.evaluate import evaluate, predict_pairs
-from cfrec.device import resolve_device
+from cfrec.io import atomic_path, write_json
 from cfrec.models.base import Recommender
 from cfrec.models.factor import FactorModel
-from cfrec.io import atomic_path, write_json
 from cfrec.tables import to_markdown
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,14 @@ def model_entry(label: str, entry: Mapping[str, Any],
     return options, train_options
 
 
+def _entry_model(label: str, options: Mapping[str, Any], device: torch.device) -> Recommender:
+    """The model of one compare entry; a bad option value is named under the entry's key."""
+    try:
+        return make_model(options, device)
+    except ConfigError as err:
+        raise ConfigError(f"compare.models.{label}.{err.key.removeprefix('model.')}", err.message) from None
+
+
 def compare(cfg: Mapping[str, Any], run_dir: str | Path) -> pd.DataFrame:
     """Fit and evaluate every entry of ``compare.models`` on one split; write the report."""
     run_dir = Path(run_dir)
@@ -82,7 +91,7 @@ def compare(cfg: Mapping[str, Any], run_dir: str | Path) -> pd.DataFrame:
     if cfg["split"]["name"] == "none":
         raise ConfigError("split", "none holds out no test set, and cfrec-compare measures on one; use a split")
     specs = {label: model_entry(label, entry, cfg["train"]) for label, entry in entries.items()}
-    models = {label: make_model(options, device) for label, (options, _) in specs.items()}  # all valid before work
+    models = {label: _entry_model(label, options, device) for label, (options, _) in specs.items()}  # all valid before work
     split = load_split(cfg)
     train, test = split
     check_against_data(cfg, split, learned=any(isinstance(m, FactorModel) for m in models.values()))
