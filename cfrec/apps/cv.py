@@ -87,34 +87,29 @@ def cross_validate(cfg: Mapping[str, Any], run_dir: str | Path, label: str | Non
     run_dir = Path(run_dir)
     n_folds = check_int("split.n_folds", cfg["split"]["n_folds"], 2)  # before any fold folder is made
     resume = cfg["train"]["resume"]
+    kept_overrides = overrides_without_resume(overrides)
     # what cfrec-train needs to run (or resume) one fold: split=kfold is cv.yaml's default, not its
     fold_overrides = [*([] if any(o.startswith("split=") for o in overrides) else ["split=kfold"]),
-                      *[o for o in overrides if not o.startswith(("split.fold=", "train.resume=", "hydra.run.dir="))]]
+                      *[o for o in kept_overrides if not o.startswith("split.fold=")]]
+    resume_hint = shlex.join(["cfrec-cv", *kept_overrides, f"train.resume={run_dir}"])
     folds = []
     for fold in range(n_folds):
         fold_cfg = {**cfg, "split": {**cfg["split"], "fold": fold}, "train": {**cfg["train"], "resume": None}}
         fold_dir = run_dir / f"fold_{fold}"
         earlier = Path(resume) / fold_dir.name if resume else None
-        finished = _finished_fold(earlier, fold_cfg) if earlier else None
+        finished = _keep_finished_fold(earlier, fold_dir, fold_cfg) if earlier else None
         if finished is not None:
-            if earlier.resolve() != fold_dir.resolve():
-                shutil.copytree(earlier, fold_dir)
             log.info("fold %d of %d: finished in %s, kept", fold + 1, n_folds, earlier)
             folds.append(finished)
             continue
-        if earlier is not None and (earlier / TRAIN_STATE).is_file():  # stopped mid-training: continue it
-            fold_cfg["train"]["resume"] = str(earlier)
-            if earlier.resolve() == fold_dir.resolve():
-                rundir.clear_derived(fold_dir)
-        _describe_fold(fold_dir, fold_cfg, [*fold_overrides, f"split.fold={fold}"])
         log.info("fold %d of %d", fold + 1, n_folds)
         try:
-            metrics = run(fold_cfg, fold_dir, label=label)
+            metrics = _fit_fold(fold_cfg, fold_dir, earlier, [*fold_overrides, f"split.fold={fold}"], label)
         except (RunStopped, KeyboardInterrupt) as stop:
             if isinstance(stop, RunStopped) and stop.code != 130:
                 raise
-            message = (f"interrupted in fold {fold + 1} of {n_folds} ({fold_dir.name}): resume the cross-validation (finished folds are "
-                       f"kept) with: {shlex.join(['cfrec-cv', *overrides_without_resume(overrides), f'train.resume={run_dir}'])}")
+            message = (f"interrupted in fold {fold + 1} of {n_folds} ({fold_dir.name}): resume the "
+                       f"cross-validation (finished folds are kept) with: {resume_hint}")
             log.warning("%s", message)
             raise RunStopped(message, 130) from None
         if metrics is None:  # a torchrun rank other than 0: nothing to summarise
@@ -139,6 +134,27 @@ def cross_validate(cfg: Mapping[str, Any], run_dir: str | Path, label: str | Non
 def overrides_without_resume(overrides: Sequence[str]) -> list[str]:
     """A run's command-line overrides, less where it resumed from and where it wrote."""
     return [o for o in overrides if not o.startswith(("train.resume=", "hydra.run.dir="))]
+
+
+def _fit_fold(cfg: dict[str, Any], fold_dir: Path, earlier: Path | None, overrides: Sequence[str],
+              label: str | None) -> dict[str, Any] | None:
+    """Fit and evaluate one fold into ``fold_dir``, continuing ``earlier``'s training state where
+    it stopped mid-training."""
+    if earlier is not None and (earlier / TRAIN_STATE).is_file():
+        cfg["train"]["resume"] = str(earlier)
+        if earlier.resolve() == fold_dir.resolve():
+            rundir.clear_derived(fold_dir)
+    _describe_fold(fold_dir, cfg, overrides)
+    return run(cfg, fold_dir, label=label)
+
+
+def _keep_finished_fold(earlier: Path, fold_dir: Path, cfg: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The metrics of ``earlier`` when that fold finished (its folder copied to ``fold_dir`` unless
+    it is that folder), else None."""
+    finished = _finished_fold(earlier, cfg)
+    if finished is not None and earlier.resolve() != fold_dir.resolve():
+        shutil.copytree(earlier, fold_dir)
+    return finished
 
 
 def _finished_fold(folder: Path, cfg: Mapping[str, Any]) -> dict[str, Any] | None:
