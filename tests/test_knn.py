@@ -423,9 +423,13 @@ def test_incomplete_state_is_refused(small_split):
 
 
 # -- neighbour build, state, checkpoints --------------------------------------------------------
-def test_rating_neighbors_in_small_blocks_match_dense_cosines():
+@pytest.mark.parametrize("dense_share", [np.inf, 0.125, 0.0])  # all sparse; mixed; every column dense (up to the block)
+def test_rating_neighbors_in_small_blocks_match_dense_cosines(monkeypatch, dense_share):
+    from cfrec.models import neighbors as neighbors_module
+
+    monkeypatch.setattr(neighbors_module, "DENSE_COLUMN_SHARE", dense_share)
     rng = np.random.default_rng(5)
-    dense = np.where(rng.random((40, 25)) < 0.3, rng.normal(size=(40, 25)), 0.0)
+    dense = np.where(rng.random((40, 25)) < np.linspace(0.05, 0.9, 25), rng.normal(size=(40, 25)), 0.0)
     dense[3] = 0.0  # an empty row: no neighbours, nobody's neighbour
     rows = sp.csr_matrix(dense)
     neighbors, sims = rating_neighbors(rows, 8, min_similarity=0.1, support_shrinkage=2.0, block_mb=0.0005)

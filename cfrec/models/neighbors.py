@@ -69,11 +69,12 @@ def rating_neighbors(
     n = x.shape[0]
     norms = np.sqrt(np.asarray(x.multiply(x).sum(1), dtype=np.float64).ravel())  # (n,)
     inv = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0).astype(np.float32)
-    unit = sp.diags(inv) @ x  # unit rows (zero rows stay zero)
-    unit_t = unit.T.tocsr()  # (d, n)
+    unit = sp.csr_matrix(sp.diags(inv) @ x)  # unit rows (zero rows stay zero)
     present = x.copy()
     present.data[:] = 1.0
-    present_t = present.T.tocsr()
+    products = [_GramProduct(unit, device, block_mb)]
+    if support_shrinkage > 0:
+        products.append(_GramProduct(present, device, block_mb))
     m_eff = max(0, min(m, n - 1))
     neighbors = torch.full((n, m), -1, dtype=torch.int64)
     sims = torch.zeros((n, m), dtype=torch.float32)
@@ -82,9 +83,9 @@ def rating_neighbors(
     block = max(1, int(block_mb * 2**20 // (4 * n)))
     for start in range(0, n, block):
         stop = min(n, start + block)
-        dense = torch.as_tensor((unit[start:stop] @ unit_t).toarray(), device=device)  # (B, n)
+        dense = products[0].rows(start, stop)  # (B, n)
         if support_shrinkage > 0:
-            common = torch.as_tensor((present[start:stop] @ present_t).toarray(), device=device)  # (B, n)
+            common = products[1].rows(start, stop)  # (B, n)
             dense *= common / (common + support_shrinkage)
         dense[torch.arange(stop - start), torch.arange(start, stop)] = -np.inf  # never one's own neighbour
         top = torch.topk(dense, m_eff, dim=1)  # sorted, most similar first
@@ -92,3 +93,32 @@ def rating_neighbors(
         neighbors[start:stop, :m_eff] = torch.where(keep, top.indices, -1).cpu()
         sims[start:stop, :m_eff] = torch.where(keep, top.values, 0.0).float().cpu()
     return neighbors, sims
+
+
+DENSE_COLUMN_SHARE = 1 / 8
+"""A column holding more than this share of the rows is multiplied densely in `_GramProduct`: the
+sparse product spends ~c² slow scattered multiply-adds on a column of c entries, a dense GEMM n²
+fast ones. Of 1/4, 1/6, 1/8, 1/16, 1/32, 1/64 and 1/128, 1/8 and 1/6 fitted fastest on ML-1M
+(docs/knn.md)."""
+
+
+class _GramProduct:
+    """Blocks of rows of X Xᵀ for a sparse (n, d) X: the columns holding many rows (heavy raters, or
+    much-rated items) by one dense GEMM, the others by a sparse product; the sum is X Xᵀ."""
+
+    def __init__(self, x: sp.csr_matrix, device: str | torch.device, block_mb: float) -> None:
+        n = x.shape[0]
+        counts = np.bincount(x.indices, minlength=x.shape[1])
+        heavy = np.flatnonzero(counts > DENSE_COLUMN_SHARE * n)
+        heavy = heavy[np.argsort(-counts[heavy], kind="stable")][: max(0, int(block_mb * 2**20 // (4 * max(n, 1))))]
+        light = np.setdiff1d(np.arange(x.shape[1]), heavy)
+        self.device = device
+        self.light, self.light_t = x[:, light], x[:, light].T.tocsr()  # (n, d_l), (d_l, n)
+        self.heavy = torch.as_tensor(x[:, heavy].toarray(), device=device) if len(heavy) else None  # (n, d_h)
+
+    def rows(self, start: int, stop: int) -> Tensor:
+        """Rows ``start:stop`` of X Xᵀ, dense (B, n)."""
+        block = torch.as_tensor((self.light[start:stop] @ self.light_t).toarray(), device=self.device)
+        if self.heavy is not None:
+            block.addmm_(self.heavy[start:stop], self.heavy.T)
+        return block
