@@ -142,8 +142,7 @@ def _fit_fold(cfg: dict[str, Any], fold_dir: Path, earlier: Path | None, overrid
     it stopped mid-training."""
     if earlier is not None and (earlier / TRAIN_STATE).is_file():
         cfg["train"]["resume"] = str(earlier)
-        if earlier.resolve() == fold_dir.resolve():
-            rundir.clear_derived(fold_dir)
+        rundir.clear_for_resume_in_place(fold_dir, earlier)
     _describe_fold(fold_dir, cfg, overrides)
     return run(cfg, fold_dir, label=label)
 
@@ -170,15 +169,18 @@ def _finished_fold(folder: Path, cfg: Mapping[str, Any]) -> dict[str, Any] | Non
         return None  # unreadable: fitted again
     if not isinstance(metrics, dict) or not isinstance(saved, dict):
         return None
-    ignored = ("train", "run", "hydra")  # where it came from, how it showed progress
-    changed = changed_keys({k: v for k, v in saved.items() if k not in ignored},
-                            {k: v for k, v in cfg.items() if k not in ignored})
-    changed += changed_keys({k: v for k, v in saved.get("train", {}).items() if k != "resume"},
-                             {k: v for k, v in cfg["train"].items() if k != "resume"}, "train.")
+    changed = changed_keys(_fold_options(saved), _fold_options(cfg))
     if changed:
         raise ConfigError("train.resume", f"{folder} was cross-validated with other options ({'; '.join(changed)}): "
                           "resume with the same options, or start afresh without train.resume")
     return metrics
+
+
+def _fold_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """What a fold's results depend on: its config less ``run`` and ``hydra`` (how it showed
+    progress) and ``train.resume`` (where it came from)."""
+    train = {k: v for k, v in (cfg.get("train") or {}).items() if k != "resume"}
+    return {**{k: v for k, v in cfg.items() if k not in ("run", "hydra")}, "train": train}
 
 
 def _describe_fold(fold_dir: Path, cfg: Mapping[str, Any], overrides: Sequence[str]) -> None:

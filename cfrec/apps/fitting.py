@@ -56,8 +56,9 @@ def fit_model(
     if options.get("progress") is None:
         options["progress"] = progress
     config = TrainConfig.from_dict(options)
+    keeps_state = run_dir is not None or bool(resume)  # the digest is only for saved states to be checked
     meta = {"describe": dict(describe or {}), "n_users": train.n_users, "n_items": train.n_items,
-            "data": data_fingerprint(train), "train": _fixed_options(config)}
+            "data": data_fingerprint(train) if keeps_state else None, "train": _fixed_options(config)}
     trainer = Trainer(config)
     saved = {"epoch": 0}  # the epoch whose state is on disk (a Ctrl-C may land mid-save)
 

@@ -77,6 +77,13 @@ def claim(folder: str | Path, key: str, resume: str | None = None) -> None:
     (folder / "FAILED").unlink(missing_ok=True)  # an earlier failed attempt's error is no longer this folder's
 
 
+def clear_for_resume_in_place(folder: str | Path, resume: str | Path | None) -> None:
+    """Before a run that resumes ``folder`` in place (``resume`` names it): rank 0 removes the old
+    run's derived files (`clear_derived`), which the run writes anew."""
+    if resume is not None and launched_rank() == 0 and Path(resume).resolve() == Path(folder).resolve():
+        clear_derived(folder)
+
+
 def clear_derived(folder: str | Path) -> list[str]:
     """Remove the files a resumed-in-place run will write anew (metrics, checkpoint, indexes, plots)."""
     folder = Path(folder)

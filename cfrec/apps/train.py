@@ -23,7 +23,6 @@ from cfrec.apps.pipeline import run
 from cfrec.apps.schema import complete
 from cfrec.checkpoint import META, TRAIN_STATE
 from cfrec.errors import RunStopped
-from cfrec.train.distributed import launched_rank
 
 APP = "cfrec-train"
 log = logging.getLogger(__name__)
@@ -31,9 +30,7 @@ log = logging.getLogger(__name__)
 
 def train(cfg: dict[str, Any], run_dir: Path, label: str | None) -> dict[str, Any] | None:
     """One run into ``run_dir`` (resumed in place: the old run's derived files are removed first)."""
-    resume = complete(cfg)["train"]["resume"]
-    if resume is not None and launched_rank() == 0 and Path(resume).resolve() == run_dir.resolve():
-        rundir.clear_derived(run_dir)
+    rundir.clear_for_resume_in_place(run_dir, complete(cfg)["train"]["resume"])
     try:
         metrics = run(cfg, run_dir, label=label)
     except KeyboardInterrupt:

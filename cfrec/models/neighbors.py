@@ -70,10 +70,10 @@ def rating_neighbors(
     norms = np.sqrt(np.asarray(x.multiply(x).sum(1), dtype=np.float64).ravel())  # (n,)
     inv = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0).astype(np.float32)
     unit = sp.csr_matrix(sp.diags(inv) @ x)  # unit rows (zero rows stay zero)
-    present = x.copy()
-    present.data[:] = 1.0
     products = [_GramProduct(unit, device, block_mb)]
-    if support_shrinkage > 0:
+    if support_shrinkage > 0:  # co-rating counts: the same product of the 0/1 pattern
+        present = x.copy()
+        present.data[:] = 1.0
         products.append(_GramProduct(present, device, block_mb))
     m_eff = max(0, min(m, n - 1))
     neighbors = torch.full((n, m), -1, dtype=torch.int64)
@@ -113,7 +113,8 @@ class _GramProduct:
         heavy = heavy[np.argsort(-counts[heavy], kind="stable")][: max(0, int(block_mb * 2**20 // (4 * max(n, 1))))]
         light = np.setdiff1d(np.arange(x.shape[1]), heavy)
         self.device = device
-        self.light, self.light_t = x[:, light], x[:, light].T.tocsr()  # (n, d_l), (d_l, n)
+        self.light = x[:, light]  # (n, d_l)
+        self.light_t = self.light.T.tocsr()  # (d_l, n)
         self.heavy = torch.as_tensor(x[:, heavy].toarray(), device=device) if len(heavy) else None  # (n, d_h)
 
     def rows(self, start: int, stop: int) -> Tensor:

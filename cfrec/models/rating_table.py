@@ -76,12 +76,10 @@ class CellTable:
         """Cells by key from the sorted cells, NaN where absent. When the rows read are few enough
         for a dense block of them (`BLOCK_MB`), their cells are scattered into one and read by
         index (a memset and a gather: several times faster than a binary search per cell)."""
-        if keys.numel() == 0:
+        if keys.numel() == 0 or len(self.keys) == 0:  # nothing read, or nothing stored: all absent
             return torch.full(keys.shape, float("nan"), dtype=torch.float32, device=keys.device)
         read = torch.unique(rows.reshape(-1)).long()  # ascending
         if len(read) > self._block_rows():
-            if len(self.keys) == 0:  # nothing stored: every cell is absent
-                return torch.full(keys.shape, float("nan"), dtype=torch.float32, device=keys.device)
             pos = torch.searchsorted(self.keys, keys).clamp(max=len(self.keys) - 1)
             return torch.where(self.keys[pos] == keys, self.values[pos], float("nan"))
         starts = self.row_starts[read]
