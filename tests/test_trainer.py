@@ -79,6 +79,9 @@ RESUME_CASES = {  # id: (training options, objective)
     "index-bpr": ({"layout": "index"}, "bpr"),
     "sparse_adam-joint": ({"layout": "index", "optimizer": "sparse_adam", "batch_size": 2000}, "joint"),
     "als-joint": ({"optimizer": "als"}, "joint"),
+    "als-weighted-fold_back": ({"optimizer": "als", "fold_back": 1}, "weighted"),
+    "sparse_adam-joint-fold_back": ({"layout": "index", "optimizer": "sparse_adam", "batch_size": 2000, "fold_back": 2},
+                                    "joint"),
 }
 
 

@@ -153,19 +153,30 @@ class FactorModel(Recommender, nn.Module):
     def prepare(self, train: Ratings, generator: torch.Generator, device: torch.device) -> None:
         """Initialise every parameter for ``train`` (used by the trainer)."""
         self._remember_shape(train)
-        self._row_weights = (
-            (count_weights(train.user_counts(), self.l2_exponent, device),
-             count_weights(train.item_counts(), self.l2_exponent, device))
-            if self.l2_exponent else (None, None)
-        )
         self.init_item_side(train, generator)
         theta = torch.randn(train.n_users, self.rank, generator=generator) * self.init_scale  # (n_users, k)
         theta[torch.as_tensor(train.user_counts() == 0)] = 0.0
         self.theta = nn.Parameter(theta)
         self.objective.init_heads(self, train, generator)
         self.to(device)
-        self._preference_weights = tuple(None if w is None else w.to(device) for w in self._preference_weights)
         self._sparse = None
+        self.count_rows(train, device)
+
+    def count_rows(self, train: Ratings, device: torch.device) -> None:
+        """Each head's row penalty weights n^α from ``train``'s rating counts, and the rows the
+        row-sparse steps carry without a rating. `prepare` calls it; the trainer again when the
+        validation slice is folded back in (`TrainConfig.fold_back`)."""
+
+        def weights(exponent: float) -> tuple[Tensor | None, Tensor | None]:
+            if not exponent:
+                return None, None
+            return (count_weights(train.user_counts(), exponent, device), count_weights(train.item_counts(), exponent, device))
+
+        self._row_weights = weights(self.l2_exponent)
+        if self.has_preference_head:
+            self._preference_weights = weights(self.objective.l2_exponent)
+        if self._sparse is not None:
+            self._sparse.count_rows(train, device)
 
     def use_sparse_steps(self, train: Ratings, device: torch.device) -> None:
         """Train with row-sparse steps from now on (the trainer calls it after ``prepare``)."""
@@ -196,7 +207,7 @@ class FactorModel(Recommender, nn.Module):
         self.user_bias = nn.Parameter(torch.as_tensor(user_bias, dtype=torch.float32))
         self.item_bias = nn.Parameter(torch.as_tensor(item_bias, dtype=torch.float32))
 
-    def add_preference_head(self, train: Ratings, rank: int, l2_exponent: float, generator: torch.Generator) -> None:
+    def add_preference_head(self, train: Ratings, rank: int, generator: torch.Generator) -> None:
         """φ (n_users, rank), z (n_items, rank) random like θ and x; their biases 0."""
         users, items = train.user_counts() == 0, train.item_counts() == 0
         phi = torch.randn(train.n_users, rank, generator=generator) * self.init_scale
@@ -205,10 +216,6 @@ class FactorModel(Recommender, nn.Module):
         self.pref_theta, self.pref_x = nn.Parameter(phi), nn.Parameter(z)
         self.pref_user_bias = nn.Parameter(torch.zeros(train.n_users))
         self.pref_item_bias = nn.Parameter(torch.zeros(train.n_items))
-        self._preference_weights = (
-            (count_weights(train.user_counts(), l2_exponent, "cpu"), count_weights(train.item_counts(), l2_exponent, "cpu"))
-            if l2_exponent else (None, None)
-        )
 
     def factors(self) -> Factors:
         """The rating head's tensors (the only head of single-head objectives)."""

@@ -68,7 +68,7 @@ class Joint(Objective):
 
     def init_heads(self, model: "FactorModel", train: Ratings, generator: torch.Generator) -> None:
         model.init_biases_from_baseline(train)
-        model.add_preference_head(train, self.rank, self.l2_exponent, generator)
+        model.add_preference_head(train, self.rank, generator)
 
     def loss(self, model: "FactorModel", batch: Batch) -> LossTerms:
         rating = head_loss(model.factors(), model.penalty(), batch, **model.sparse_args(batch, "rating"))

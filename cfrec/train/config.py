@@ -51,7 +51,10 @@ class TrainConfig:
       ``monitor``: the metric to follow (``auto``: the objective's own — ``val_rmse`` for
       ``squared`` and ``joint``, ``val_ndcg@10`` for ``weighted`` and ``bpr``; or ``loss``);
       ``patience``: stop after that many epochs without an improvement of ``monitor`` by more than
-      ``min_delta`` (``None`` = never); ``restore_best``: end with the best epoch's parameters.
+      ``min_delta`` (``None`` = never); ``restore_best``: end with the best epoch's parameters;
+      ``fold_back``: then that many more epochs (ALS sweeps) over all the ratings, the slice
+      included, so the returned model has learnt from every rating (0 = none; the validation
+      figures are those of the model before; a neighbourhood blend stays as chosen on the slice).
     - ``layout``: ``dense`` (Y, R tensors), ``index`` (rated triples) or ``auto`` (dense while
       users × items ≤ ``dense_max_cells``); ``device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
     - ``seed``: initialization and batch order; CPU runs are bit-for-bit repeatable.
@@ -86,6 +89,7 @@ class TrainConfig:
     distributed: bool = False
     threads: int | None = None
     als_cg_steps: int = 0
+    fold_back: int = 0
 
     def __post_init__(self) -> None:
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -117,6 +121,7 @@ class TrainConfig:
             check_bool("progress", self.progress)
         parse_threads(self.threads, "threads")
         check_int("als_cg_steps", self.als_cg_steps, 0)
+        check_int("fold_back", self.fold_back, 0)
         check_bool("restore_best", self.restore_best)
         check_bool("distributed", self.distributed)
         if self.distributed and self.optimizer in SPARSE_OPTIMIZERS:

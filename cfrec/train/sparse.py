@@ -259,10 +259,14 @@ class SparseSteps:
         for p in parameters:
             if p.requires_grad:
                 p.register_post_accumulate_grad_hook(mark_coalesced)
-        self.orphans = tuple(torch.as_tensor((counts == 0).nonzero()[0], device=device)
-                             for counts in (train.user_counts(), train.item_counts()))  # user codes, item codes
+        self.count_rows(train, device)
         self.gramians: dict[str, Gramians] = {}
         self._rows: tuple[object, BatchRows] | None = None
+
+    def count_rows(self, train, device: torch.device | str) -> None:
+        """The user and item codes without a rating in ``train`` (each batch carries them)."""
+        self.orphans = tuple(torch.as_tensor((counts == 0).nonzero()[0], device=device)
+                             for counts in (train.user_counts(), train.item_counts()))
 
     def new_epoch(self) -> None:
         """Recompute the Gramians from scratch at the next step."""

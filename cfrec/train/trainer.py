@@ -60,6 +60,9 @@ class Trainable(Protocol):
     def als_sweep(self, data: AlsData, cg_steps: int = 0) -> "LossTerms":
         """One closed-form sweep of every head (``optimizer=als``; `cfrec.train.als`); J after it."""
 
+    def count_rows(self, train: Ratings, device: torch.device) -> None:
+        """Rebase what depends on the training ratings' counts (penalty row weights) on ``train``."""
+
     def finish(self, fit_part: Ratings, val: Ratings | None, device: torch.device) -> None:
         """After the last epoch (and ``restore_best``): fit what is not trained by the loop, e.g. the
         neighbourhood blend's weight on ``val`` (`cfrec.models.blend`)."""
@@ -147,12 +150,7 @@ class Trainer:
         if sparse:
             self._check_sparse(model)
         fit_part, val = self._carve_validation(train)
-        self.batch_size = cfg.effective_batch_size(len(fit_part))
-        if cfg.optimizer == "als":
-            layout = AlsLayout(fit_part, device)
-        else:
-            layout = choose_layout("index" if sparse and cfg.layout == "auto" else cfg.layout, fit_part, device,
-                                   cfg.dense_max_cells, self.batch_size, group.shard, allowed=model.layouts)
+        layout = self._layout(model, fit_part, device, group)
         model.prepare(fit_part, torch.Generator().manual_seed(cfg.seed), device)
         if sparse:
             model.use_sparse_steps(fit_part, device)
@@ -164,9 +162,7 @@ class Trainer:
             self._apply_resume(model, self._resume)
         else:
             self._reset()
-        n_batches = layout.n_batches(self.batch_size)
-        # the optimizer sees J per rating; × world size as DDP averages the ranks' gradients, where J adds them
-        scale = n_batches / layout.n_ratings * group.world_size
+        n_batches, scale = self._steps(layout, group)
         log.info(
             "training %s: %s layout, %d ratings%s, %d batch(es) per epoch%s, %s on %s",
             type(model).__name__, layout.name, layout.n_ratings,
@@ -179,10 +175,7 @@ class Trainer:
         disable = True if not group.is_main else _bar_disabled(cfg.progress)
         bar = tqdm(range(self.epoch, cfg.epochs), desc=type(model).__name__, disable=disable, leave=False)
         for epoch in bar:
-            if isinstance(layout, AlsLayout):
-                epoch_metrics = self._run_sweep(model, layout, epoch)
-            else:
-                epoch_metrics = self._run_epoch(model, step_model, layout, scale, epoch, group)
+            epoch_metrics = self._run(model, step_model, layout, scale, epoch, group)
             if val is not None:
                 epoch_metrics.update(group.from_main(lambda: model.validation_metrics(fit_part, val, device)))
             if self.scheduler is not None:
@@ -200,8 +193,49 @@ class Trainer:
             model.load_state_dict(self.best["state"])
             log.info("restored the parameters of epoch %d (%s %.5f)", self.best["epoch"], self.monitor, self.best["value"])
         model.finish(fit_part, val, device)
+        if cfg.fold_back and val is not None:
+            self._fold_back(model, step_model, train, device, group)
         log.info("trained %d epoch(s) in %.2f s", self.epoch, time.perf_counter() - start)
         return model
+
+    def _layout(self, model: Trainable, train: Ratings, device: torch.device, group: Group):
+        """The batches' source for ``train`` (this rank's shard of it), ``batch_size`` set for its size."""
+        cfg = self.config
+        self.batch_size = cfg.effective_batch_size(len(train))
+        if cfg.optimizer == "als":
+            return AlsLayout(train, device)
+        sparse = cfg.optimizer in SPARSE_OPTIMIZERS
+        return choose_layout("index" if sparse and cfg.layout == "auto" else cfg.layout, train, device,
+                             cfg.dense_max_cells, self.batch_size, group.shard, allowed=model.layouts)
+
+    def _steps(self, layout, group: Group) -> tuple[int, float]:
+        """(batches per epoch, the factor from J to what the optimizer sees)."""
+        n_batches = layout.n_batches(self.batch_size)
+        # the optimizer sees J per rating; × world size as DDP averages the ranks' gradients, where J adds them
+        return n_batches, n_batches / layout.n_ratings * group.world_size
+
+    def _run(self, model: Trainable, step_model: nn.Module, layout, scale: float, epoch: int, group: Group) -> dict[str, float]:
+        """One epoch: an ALS sweep or a pass of gradient steps over ``layout``."""
+        if isinstance(layout, AlsLayout):
+            return self._run_sweep(model, layout, epoch)
+        return self._run_epoch(model, step_model, layout, scale, epoch, group)
+
+    def _fold_back(self, model: Trainable, step_model: nn.Module, train: Ratings, device: torch.device,
+                   group: Group) -> None:
+        """``fold_back`` more epochs (sweeps) over all of ``train``, the validation slice included: the
+        returned model learns from every rating after validation has measured it (and chosen its epoch).
+        Gradient optimizers take them at the last epoch's learning rate (a schedule may have run it down to 0)."""
+        start = time.perf_counter()
+        if self.optimizer is not None and self.history:
+            for param_group in self.optimizer.param_groups:
+                param_group["lr"] = self.history[-1]["lr"]
+        layout = self._layout(model, train, device, group)
+        model.count_rows(train, device)
+        _, scale = self._steps(layout, group)
+        for extra in range(self.config.fold_back):
+            metrics = self._run(model, step_model, layout, scale, self.epoch + extra, group)
+        log.info("folded the validation slice back in: %d more epoch(s) over all %d ratings in %.2f s (J per rating %.5g)",
+                 self.config.fold_back, layout.n_ratings, time.perf_counter() - start, metrics["loss_per_rating"])
 
     def _run_epoch(
         self, model: Trainable, step_model: nn.Module, layout, scale: float, epoch: int, group: Group,
