@@ -41,6 +41,9 @@ CASES: dict[str, tuple[type[FactorModel], dict[str, Any], dict[str, Any]]] = {
     "bpr_mini_index": (CollaborativeFiltering, {"rank": 4, "objective": {"name": "bpr", "negatives": 2, "candidates": 3}},
                        {**MINI, "layout": "index"}),
     "content_mini_index": (ContentBased, {}, {**MINI, "layout": "index", "val_fraction": 0.1}),
+    # the validation slice folded back in after the last epoch: every rank takes the same extra steps
+    "joint_mini_index_fold_back": (CollaborativeFiltering, {"rank": 6, "objective": {"name": "joint", "rank": 4}},
+                                   {**MINI, "layout": "index", "val_fraction": 0.1, "fold_back": 1}),
     "cf_sgd_full_dense": (CollaborativeFiltering, {"rank": 4, "bias": False, "objective": "squared"},
                           {**FULL, "optimizer": "sgd", "momentum": 0.5, "lr": 0.05, "layout": "dense"}),
     # over-fits: validation RMSE turns up and patience stops training early, on rank 0's word
