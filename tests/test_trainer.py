@@ -188,3 +188,32 @@ def test_a_trainer_fits_afresh_each_time(small_split: Split) -> None:
     second = params(trainer.fit(CollaborativeFiltering(rank=4), small_split.train))
     assert len(trainer.history) == FAST["epochs"]
     assert_same(first, second)
+
+
+@pytest.mark.parametrize("n_ratings, options, expected", [
+    (884_769, {}, 16384),  # MovieLens 1M: 55 steps of the default batch, between min_batches and max_batches
+    (22_572_737, {}, 352_700),  # ML-25M-sized: at most 64 steps (ceil(n / 64))
+    (22_572_737, {"max_batches": None}, 16384),
+    (90_000, {}, 1800),  # ten times smaller than ML-1M: at least 50 steps
+    (10_000, {}, 1024),  # never below 1,024 ratings
+    (5_000_000, {"batch_size": None}, None),  # full batch stays full batch
+    (1_000_000, {"min_batches": 10, "max_batches": 10}, 100_000),
+])
+def test_batch_size_keeps_steps_per_epoch_between_min_and_max(n_ratings: int, options: dict, expected) -> None:
+    assert TrainConfig.from_dict(options).effective_batch_size(n_ratings) == expected
+
+
+def test_max_batches_below_min_batches_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"max_batches.*below min_batches \(50\)"):
+        TrainConfig.from_dict({"max_batches": 20})
+
+
+def test_the_trainer_steps_at_most_max_batches_times_an_epoch(small_split: Split) -> None:
+    config = TrainConfig.from_dict({"epochs": 1, "batch_size": 100, "min_batches": 3, "max_batches": 4,
+                                    "val_fraction": 0.0, "progress": False})
+    steps = []
+    trainer = Trainer(config)
+    model = CollaborativeFiltering(rank=3)
+    model.register_forward_hook(lambda *args: steps.append(1))
+    trainer.fit(model, small_split.train)
+    assert len(steps) == 4 and trainer.batch_size == -(-len(small_split.train) // 4)
