@@ -153,7 +153,7 @@ def test_cg_steps_must_be_a_non_negative_integer() -> None:
 
 
 @pytest.mark.parametrize("preset, train", [
-    ("cf_weighted", {"optimizer": "als", "fold_back": 1}),
+    ("cf_weighted", {"optimizer": "als"}),
     ("cf_fast", {"optimizer": "als", "epochs": 6, "val_fraction": 0.0}),
     ("cf", {"epochs": 6}),
     ("cf_rating", {}),

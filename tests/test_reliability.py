@@ -5,6 +5,7 @@ that refuse what cannot continue. Real apps in subprocesses on tiny synthetic da
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -368,7 +369,8 @@ def saved_cf(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize(("change", "key"), [("train.optimizer=sgd", "train.optimizer"),
                                               ("train.val_fraction=0.1", "train.val_fraction"),
-                                              ("train.batch_size=256", "train.batch_size")])
+                                              ("train.batch_size=256", "train.batch_size"),
+                                              ("train.max_batches=200", "train.max_batches")])
 def test_resume_refuses_changed_training_options(saved_cf, tmp_path, change, key):
     with pytest.raises(ConfigError) as err:
         run(config(*TINY, *CF, change, f"train.resume={saved_cf}"), tmp_path)
@@ -378,6 +380,13 @@ def test_resume_refuses_changed_training_options(saved_cf, tmp_path, change, key
 def test_resume_allows_more_epochs(saved_cf, tmp_path):
     metrics = run(config(*TINY, *CF, "train.epochs=3", f"train.resume={saved_cf}"), tmp_path)
     assert metrics["epochs_run"] == 3
+
+
+def test_resume_may_fold_the_slice_back_in_after_the_last_epoch(saved_cf, tmp_path, caplog):
+    """fold_back acts after the epochs, so a finished run may be resumed to fold its slice back in."""
+    caplog.set_level(logging.INFO, logger="cfrec.train.trainer")
+    metrics = run(config(*TINY, *CF, "train.fold_back=1", f"train.resume={saved_cf}"), tmp_path)
+    assert metrics["epochs_run"] == 2 and "folded the validation slice back in: 1 more epoch(s)" in caplog.text
 
 
 def test_resume_says_when_nothing_is_left_to_train(saved_cf, tmp_path, caplog):

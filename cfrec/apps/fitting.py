@@ -28,7 +28,7 @@ from cfrec.train.trainer import EpochCallback, Trainer
 log = logging.getLogger(__name__)
 
 RUN_KEYS = ("resume",)  # keys of the train group that steer the run, not the optimisation
-RESUMABLE = ("epochs", "progress", "patience", "min_delta", "restore_best", "device", "distributed")
+RESUMABLE = ("epochs", "progress", "patience", "min_delta", "restore_best", "fold_back", "device", "distributed")
 """Training options a resume may change; every other one must match the saved state's."""
 
 __all__ = ["RunStopped", "fit_model", "resume_command"]  # RunStopped lives in cfrec.errors
