@@ -171,6 +171,7 @@ def kfold_split(ratings: Ratings, n_folds: int = 5, seed: int = 42, min_ratings:
     Fold ``f`` is the test set of split ``f``. Users with fewer than ``min_ratings`` ratings stay
     in every train set. Each eligible rating is in exactly one test set.
     """
+    _check_n_folds(n_folds)
     fold = _kfold_assignment(ratings, n_folds, seed, min_ratings)
     return [_make_split(ratings, fold == f, f"fold {f + 1}/{n_folds}") for f in range(n_folds)]
 
@@ -185,8 +186,8 @@ def kfold_fold(ratings: Ratings, fold: int, n_folds: int = 5, seed: int = 42, mi
 
 
 def _kfold_assignment(ratings: Ratings, n_folds: int, seed: int, min_ratings: int) -> np.ndarray:
-    """(n,) the fold whose test set holds each rating; −1 for users with fewer than ``min_ratings``."""
-    _check_n_folds(n_folds)
+    """(n,) the fold whose test set holds each rating; −1 for users with fewer than ``min_ratings``
+    (``n_folds`` checked by the caller)."""
     rng = np.random.default_rng(seed)
     order, starts, counts = _user_groups(ratings.users)
     rank = _random_rank_within_groups(rng, order, starts, counts)

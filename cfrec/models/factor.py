@@ -167,10 +167,12 @@ class FactorModel(Recommender, nn.Module):
         row-sparse steps carry without a rating. `prepare` calls it; the trainer again when the
         validation slice is folded back in (`TrainConfig.fold_back`)."""
 
+        counts = train.user_counts(), train.item_counts()
+
         def weights(exponent: float) -> tuple[Tensor | None, Tensor | None]:
             if not exponent:
                 return None, None
-            return (count_weights(train.user_counts(), exponent, device), count_weights(train.item_counts(), exponent, device))
+            return count_weights(counts[0], exponent, device), count_weights(counts[1], exponent, device)
 
         self._row_weights = weights(self.l2_exponent)
         if self.has_preference_head:

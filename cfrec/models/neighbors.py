@@ -69,23 +69,23 @@ def rating_neighbors(
     n = x.shape[0]
     norms = np.sqrt(np.asarray(x.multiply(x).sum(1), dtype=np.float64).ravel())  # (n,)
     inv = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0).astype(np.float32)
-    unit = sp.csr_matrix(sp.diags(inv) @ x)  # unit rows (zero rows stay zero)
-    products = [_GramProduct(unit, device, block_mb)]
-    if support_shrinkage > 0:  # co-rating counts: the same product of the 0/1 pattern
-        present = x.copy()
-        present.data[:] = 1.0
-        products.append(_GramProduct(present, device, block_mb))
     m_eff = max(0, min(m, n - 1))
     neighbors = torch.full((n, m), -1, dtype=torch.int64)
     sims = torch.zeros((n, m), dtype=torch.float32)
     if m_eff == 0:
         return neighbors, sims
-    block = max(1, int(block_mb * 2**20 // (4 * n)))
+    cosines = _GramProduct(sp.csr_matrix(sp.diags(inv) @ x), device, block_mb)  # of unit rows (zero rows stay zero)
+    co_counts = None
+    if support_shrinkage > 0:  # co-rating counts: the same product of the 0/1 pattern
+        present = x.copy()
+        present.data[:] = 1.0
+        co_counts = _GramProduct(present, device, block_mb)
+    block = max(1, _columns_in(block_mb, n))
     for start in range(0, n, block):
         stop = min(n, start + block)
-        dense = products[0].rows(start, stop)  # (B, n)
-        if support_shrinkage > 0:
-            common = products[1].rows(start, stop)  # (B, n)
+        dense = cosines.rows(start, stop)  # (B, n)
+        if co_counts is not None:
+            common = co_counts.rows(start, stop)  # (B, n)
             dense *= common / (common + support_shrinkage)
         dense[torch.arange(stop - start), torch.arange(start, stop)] = -np.inf  # never one's own neighbour
         top = torch.topk(dense, m_eff, dim=1)  # sorted, most similar first
@@ -93,6 +93,11 @@ def rating_neighbors(
         neighbors[start:stop, :m_eff] = torch.where(keep, top.indices, -1).cpu()
         sims[start:stop, :m_eff] = torch.where(keep, top.values, 0.0).float().cpu()
     return neighbors, sims
+
+
+def _columns_in(block_mb: float, n: int) -> int:
+    """How many float32 columns of ``n`` rows (or rows of ``n`` columns) fit in ``block_mb`` MiB."""
+    return max(0, int(block_mb * 2**20 // (4 * max(n, 1))))
 
 
 DENSE_COLUMN_SHARE = 1 / 8
@@ -110,7 +115,7 @@ class _GramProduct:
         n = x.shape[0]
         counts = np.bincount(x.indices, minlength=x.shape[1])
         heavy = np.flatnonzero(counts > DENSE_COLUMN_SHARE * n)
-        heavy = heavy[np.argsort(-counts[heavy], kind="stable")][: max(0, int(block_mb * 2**20 // (4 * max(n, 1))))]
+        heavy = heavy[np.argsort(-counts[heavy], kind="stable")][: _columns_in(block_mb, n)]
         light = np.setdiff1d(np.arange(x.shape[1]), heavy)
         self.device = device
         self.light = x[:, light]  # (n, d_l)
