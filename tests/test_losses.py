@@ -11,6 +11,7 @@ from cfrec.models.losses import (
     AllCellsSquared,
     Factors,
     Penalty,
+    RowPenalty,
     dense_loss,
     index_loss,
 )
@@ -218,3 +219,17 @@ def test_all_cells_squared_refuses_a_second_derivative() -> None:
     grad_theta, _ = torch.autograd.grad(AllCellsSquared.apply(theta, x), (theta, x), create_graph=True)
     with pytest.raises(RuntimeError, match="does not require grad|differentiable"):
         torch.autograd.grad(grad_theta.sum(), theta)
+
+
+@pytest.mark.parametrize("share", ["float", "tensor"])
+@pytest.mark.parametrize("width", [None, 3])
+def test_row_penalty_value_and_gradient_match_brute_force(share: str, width: int | None) -> None:
+    """l2/2 Σ_r share_r ‖row_r‖² and its hand-written gradient, for factor tables and bias vectors."""
+    gen = torch.Generator().manual_seed(4)
+    rows = torch.randn((6,) if width is None else (6, width), dtype=torch.float64, generator=gen, requires_grad=True)
+    weights = 0.3 if share == "float" else torch.rand(6, dtype=torch.float64, generator=gen)
+    value = RowPenalty.apply(rows, 0.7, weights)
+    squares = rows.reshape(6, -1).pow(2).sum(dim=1)
+    brute = 0.5 * 0.7 * sum(float(w) * s for w, s in zip([weights] * 6 if share == "float" else weights, squares))
+    torch.testing.assert_close(value, brute)
+    torch.testing.assert_close(torch.autograd.grad(value, rows)[0], torch.autograd.grad(brute, rows)[0])

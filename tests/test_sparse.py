@@ -12,7 +12,7 @@ from cfrec.models import CollaborativeFiltering, ContentBased
 from cfrec.models.losses import full_rows
 from cfrec.train import TrainConfig
 from cfrec.train.batches import IndexLayout
-from cfrec.train.sparse import Gramians, RowAdam, batch_rows
+from cfrec.train.sparse import Gramians, RowAdam, batch_rows, pair_dots, table_rows
 
 OBJECTIVES = [
     "squared",
@@ -182,3 +182,33 @@ def test_sparse_adam_refuses_what_it_cannot_do(small_split: Split, options, obje
 def test_sparse_adam_options_are_checked(options) -> None:
     with pytest.raises(ConfigError):
         TrainConfig.from_dict({"optimizer": "sparse_adam", **options})
+
+
+@pytest.mark.parametrize("shares", [True, False])
+def test_table_rows_score_and_differentiate_as_gathers_do(shares: bool) -> None:
+    """`pair_dots` over a batch's whole-table pattern (the ordinary steps' path, `table_rows`) gives each
+    triple's θ_uᵀx_i and the gradients of gathering the rows one triple at a time; row shares sum the
+    triples' shares, and a full batch without shares gives every row the batch's fraction."""
+    gen = torch.Generator().manual_seed(7)
+    n_users, n_items, k = 9, 6, 4
+    users = torch.tensor([3, 0, 3, 8, 5, 0, 3, 2, 8, 5])  # repeated users, users 1, 4, 6, 7 and item 4 absent
+    items = torch.tensor([1, 2, 0, 5, 1, 0, 2, 3, 0, 5])
+    user_share = torch.rand(len(users), generator=gen, dtype=torch.float64) if shares else None
+    item_share = torch.rand(len(users), generator=gen, dtype=torch.float64) if shares else None
+    theta = torch.randn(n_users, k, generator=gen, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(n_items, k, generator=gen, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(len(users), generator=gen, dtype=torch.float64)
+    rows = table_rows(users, items, user_share, item_share, 0.25, n_users, n_items)
+    pred = pair_dots(theta, x, rows)
+    brute = torch.stack([theta[u] @ x[i] for u, i in zip(users.tolist(), items.tolist())])  # one triple at a time
+    torch.testing.assert_close(pred, brute[rows.order].detach())
+    got = torch.autograd.grad((pred * weights[rows.order]).sum(), (theta, x))
+    want = torch.autograd.grad((brute * weights).sum(), (theta, x))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+    assert torch.equal(rows.users, torch.arange(n_users)) and torch.equal(rows.items, torch.arange(n_items))
+    if shares:
+        torch.testing.assert_close(rows.user_share, torch.zeros(n_users, dtype=torch.float64).index_add_(0, users, user_share))
+        torch.testing.assert_close(rows.item_share, torch.zeros(n_items, dtype=torch.float64).index_add_(0, items, item_share))
+    else:
+        assert torch.all(rows.user_share == 0.25) and torch.all(rows.item_share == 0.25)

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from cfrec.train.sparse import pair_dots, take_rows
+from cfrec.train.sparse import BatchRows, pair_dots, table_rows, take_rows
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,31 @@ def _row_penalty(rows: Tensor, l2: float, share: Tensor | float) -> Tensor:
     """l2/2 Σ share_r ‖rows_r‖² (a float ``share`` weights every row alike)."""
     if l2 == 0:
         return rows.new_zeros(())
-    sq = rows.square()
-    sq = sq.sum(dim=1) if sq.dim() == 2 else sq  # (n,)
-    return 0.5 * l2 * (share * sq.sum() if isinstance(share, float) else torch.dot(sq, share))
+    return RowPenalty.apply(rows, l2, share)
+
+
+class RowPenalty(torch.autograd.Function):
+    """l2/2 Σ_r share_r ‖rows_r‖² with its gradient l2 · share_r · rows_r written out: one pass over
+    the table each way, where autograd's square / sum / dot keep an (n, k) square and multiply twice
+    more (the penalty runs over whole tables every step). Differentiable once."""
+
+    @staticmethod
+    def forward(ctx, rows: Tensor, l2: float, share: Tensor | float) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(rows, share if isinstance(share, Tensor) else None)
+        ctx.l2, ctx.share = l2, share if not isinstance(share, Tensor) else None
+        flat = rows if rows.dim() == 2 else rows[:, None]  # (n, k) or (n, 1) for a bias
+        squares = torch.einsum("ij,ij->i", flat, flat)  # (n,) ‖row‖², without an (n, k) temporary
+        total = squares.sum() * ctx.share if ctx.share is not None else torch.dot(squares, share)
+        return 0.5 * l2 * total
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        rows, share = ctx.saved_tensors
+        scale = (ctx.l2 * grad) * (ctx.share if share is None else share)  # () or (n,)
+        if isinstance(scale, Tensor) and scale.dim() == 1 and rows.dim() == 2:
+            scale = scale[:, None]
+        return rows * scale, None, None
 
 
 def _weighted(share: Tensor | float, weight: Tensor | None) -> Tensor | float:
@@ -143,7 +165,7 @@ def dense_loss(
 def index_loss(
     f: Factors, pen: Penalty, users: Tensor, items: Tensor, values: Tensor, *,
     user_share: Tensor | None = None, item_share: Tensor | None = None,
-    fraction: float = 1.0, w0: float | None = None,
+    fraction: float = 1.0, w0: float | None = None, pattern: BatchRows | None = None,
 ) -> LossTerms:
     """J over gathered (user, item, rating) triples, each (n,).
 
@@ -152,22 +174,27 @@ def index_loss(
     the batch and not at all in batches without it. Without them (or with ``w0``, whose
     unrated-cell term touches every row anyway) every row carries the batch's ``fraction``.
     With ``w0``, the unrated cells enter through the closed form ``fraction`` · w₀/2 Σ_all ŷ².
+
+    The triples' θ_uᵀx_i come from the whole tables through `pair_dots` over ``pattern`` (the
+    batch's `table_rows`, built here when not given; a model with two heads builds it once): no
+    (n, k) gather is materialised nor scattered back, 2–3× less time than index_select / index_add.
     """
-    # index_select, not F.embedding or t[idx]: its backward is one index_add_ (about 2× faster on CPU)
-    theta = f.theta.index_select(0, users)  # (n, k)
-    x = f.x.index_select(0, items)  # (n, k)
-    pred = (theta * x).sum(dim=1)  # (n,)
+    if pattern is None:
+        pattern = table_rows(users, items, user_share, item_share, fraction, f.theta.shape[0], f.x.shape[0])
+    pred = pair_dots(f.theta, f.x, pattern)  # (n,) in the pattern's user-major order
     if f.biased:
-        pred = pred + f.mean + f.user_bias.index_select(0, users) + f.item_bias.index_select(0, items)
-    err = pred - values  # (n,)
+        pred = pred + f.mean + f.user_bias.index_select(0, pattern.user_pos) + f.item_bias.index_select(0, pattern.item_pos)
+    err = pred - values.index_select(0, pattern.order)  # (n,)
     data = 0.5 * torch.dot(err, err)
     if w0 is not None:
         theta_aug, x_aug = f.augmented()
         all_cells = AllCellsSquared.apply(theta_aug, x_aug)  # Σ_all ŷ²
         data = data - 0.5 * w0 * torch.dot(pred, pred) + 0.5 * w0 * fraction * all_cells
-    if w0 is not None:  # the unrated cells touch every row
-        user_share = item_share = None
-    return LossTerms(data, triple_penalty(f, pen, users, items, user_share, item_share, fraction))
+    if w0 is not None or user_share is None or item_share is None:  # the unrated cells touch every row
+        reg = _penalty(pen, f.theta, f.x, f.user_bias, f.item_bias, fraction, fraction)
+    else:
+        reg = _penalty(pen, f.theta, f.x, f.user_bias, f.item_bias, pattern.user_share, pattern.item_share)
+    return LossTerms(data, reg)
 
 
 class AllCellsSquared(torch.autograd.Function):
@@ -187,7 +214,8 @@ class AllCellsSquared(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
         theta_aug, x_aug, gram_theta, gram_x = ctx.saved_tensors
-        return (2 * grad) * (theta_aug @ gram_x), (2 * grad) * (x_aug @ gram_theta)
+        scale = 2 * grad  # applied to the (k', k') Gramians, not to the (rows, k') products
+        return theta_aug @ (scale * gram_x), x_aug @ (scale * gram_theta)
 
 
 def triple_penalty(

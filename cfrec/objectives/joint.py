@@ -71,10 +71,10 @@ class Joint(Objective):
         model.add_preference_head(train, self.rank, generator)
 
     def loss(self, model: "FactorModel", batch: Batch) -> LossTerms:
-        rating = head_loss(model.factors(), model.penalty(), batch, **model.sparse_args(batch, "rating"))
+        rating = head_loss(model.factors(), model.penalty(), batch, **model.step_args(batch, "rating"))
         targets = None if self.target == "rating" else binary_targets(batch)
         preference = head_loss(model.preference_factors(), model.preference_penalty(), batch, targets=targets, w0=self.w0,
-                               **model.sparse_args(batch, "preference"))
+                               **model.step_args(batch, "preference"))
         return LossTerms(rating.data + self.weight * preference.data, rating.reg + self.weight * preference.reg)
 
     def als_sweep(self, model: "FactorModel", data: "AlsData", cg_steps: int = 0) -> LossTerms:

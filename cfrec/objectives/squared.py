@@ -35,7 +35,7 @@ class Squared(Objective):
         return als.sweep(model.factors(), model.penalty(), data, cg_steps=cg_steps)
 
     def loss(self, model: "FactorModel", batch: Batch) -> LossTerms:
-        return head_loss(model.factors(), model.penalty(), batch, **model.sparse_args(batch, "rating"))
+        return head_loss(model.factors(), model.penalty(), batch, **model.step_args(batch, "rating"))
 
     def fold_in(self, model: "FactorModel", items: Tensor, values: Tensor, users: Tensor, n_users: int) -> "FoldedUsers":
         from cfrec.models.foldin import FoldedUsers, seen_matrix
@@ -46,12 +46,13 @@ class Squared(Objective):
 
 def head_loss(
     factors, penalty, batch: Batch, *, targets: Tensor | None = None, w0: float | None = None,
-    rows=None, gramians=None, orphans=None,
+    rows=None, gramians=None, orphans=None, pattern=None,
 ) -> LossTerms:
     """The squared loss of one head on a batch of either layout (``targets`` replace the ratings).
 
-    With ``rows`` (row-sparse steps, `FactorModel.sparse_args`): `sparse_index_loss`, the same J
-    whose gradient touches only the batch's rows (and ``orphans``, the head's rows without ratings)."""
+    With ``rows`` (row-sparse steps, `FactorModel.step_args`): `sparse_index_loss`, the same J
+    whose gradient touches only the batch's rows (and ``orphans``, the head's rows without ratings).
+    ``pattern``: an index batch's whole-table pattern (`index_loss`), when a model shares one between heads."""
     if rows is not None:
         values = batch.values if targets is None else targets
         return sparse_index_loss(factors, penalty, rows, values, w0=w0, gramians=gramians, orphans=orphans)
@@ -61,7 +62,7 @@ def head_loss(
     values = batch.values if targets is None else targets
     return index_loss(
         factors, penalty, batch.users, batch.items, values,
-        user_share=batch.user_share, item_share=batch.item_share, fraction=batch.fraction, w0=w0,
+        user_share=batch.user_share, item_share=batch.item_share, fraction=batch.fraction, w0=w0, pattern=pattern,
     )
 
 

@@ -64,7 +64,7 @@ class WeightedMask(Objective):
 
     def loss(self, model: "FactorModel", batch: Batch) -> LossTerms:
         return head_loss(model.factors(), model.penalty(), batch, targets=self.targets(batch), w0=self.w0,
-                         **model.sparse_args(batch, "rating"))
+                         **model.step_args(batch, "rating"))
 
     def als_sweep(self, model: "FactorModel", data: "AlsData", cg_steps: int = 0) -> LossTerms:
         targets = data if self.target == "rating" else data.with_targets(1.0)

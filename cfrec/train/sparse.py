@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -62,14 +63,15 @@ def mark_coalesced(table: Tensor) -> None:
 
 class _PairDots(torch.autograd.Function):
     """θ_uᵀx_i of a batch's triples from its distinct rows: a sampled dense-dense product (SDDMM) on
-    the batch's user × item pattern, its backward two sparse-dense products (SpMM). No (n, k) gather
-    is materialised, nor scattered back: about 4× less memory traffic than index_select / index_add."""
+    the batch's user × item pattern, its backward two sparse-dense products (weighted embedding
+    bags). No (n, k) gather is materialised, nor scattered back: about 4× less memory traffic than
+    index_select / index_add."""
 
     @staticmethod
     def forward(ctx, theta: Tensor, x: Tensor, rows: BatchRows) -> Tensor:  # (m_u, k), (m_i, k)
         ctx.save_for_backward(theta, x)
         ctx.rows = rows
-        with warnings.catch_warnings():  # "sparse CSR support is in beta": SDDMM and SpMM are what is used here
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": the SDDMM is what is used here
             warnings.simplefilter("ignore", UserWarning)
             pattern = torch.sparse_csr_tensor(rows.user_crow, rows.item_pos, theta.new_zeros(len(rows.item_pos)),
                                               (len(rows.users), len(rows.items)), check_invariants=False)
@@ -80,14 +82,14 @@ class _PairDots(torch.autograd.Function):
         theta, x = ctx.saved_tensors
         rows = ctx.rows
         grad_theta = grad_x = None
+        # Σ over each row's triples of grad · the other side's row: a weighted embedding bag per row,
+        # 2x faster on CPU than the same product as CSR @ dense (the bags of rows without a triple are 0)
         if ctx.needs_input_grad[0]:
-            by_user = torch.sparse_csr_tensor(rows.user_crow, rows.item_pos, grad.contiguous(),
-                                              (len(rows.users), len(rows.items)), check_invariants=False)
-            grad_theta = by_user @ x  # (m_u, k)
+            grad_theta = F.embedding_bag(rows.item_pos, x, rows.user_crow[:-1], mode="sum",
+                                         per_sample_weights=grad.contiguous())  # (m_u, k)
         if ctx.needs_input_grad[1]:
-            by_item = torch.sparse_csr_tensor(rows.item_crow, rows.item_major_users, grad.index_select(0, rows.item_major),
-                                              (len(rows.items), len(rows.users)), check_invariants=False)
-            grad_x = by_item @ theta  # (m_i, k)
+            grad_x = F.embedding_bag(rows.item_major_users, theta, rows.item_crow[:-1], mode="sum",
+                                     per_sample_weights=grad.index_select(0, rows.item_major))  # (m_i, k)
         return grad_theta, grad_x, None
 
 
@@ -125,16 +127,38 @@ def batch_rows(users: Tensor, items: Tensor, user_share: Tensor | None, item_sha
     u_pos = torch.repeat_interleave(torch.arange(len(u), device=users.device), u_count)  # (n,)
     i, i_pos = torch.unique(items, sorted=True, return_inverse=True)
     item_major = torch.argsort(i_pos * len(u) + u_pos)  # (n,)
-    i_count = torch.bincount(i_pos, minlength=len(i))
-    zero = u_count.new_zeros(1)
     if user_share is None or item_share is None:
         su, si = torch.ones(len(u), device=users.device), torch.ones(len(i), device=items.device)
     else:
         su = user_share.new_zeros(len(u)).index_add_(0, u_pos, user_share.index_select(0, order))  # (m_u,)
         si = item_share.new_zeros(len(i)).index_add_(0, i_pos, item_share.index_select(0, order))  # (m_i,)
-    return BatchRows(u, i, order, u_pos, i_pos, torch.cat([zero, u_count.cumsum(0)]),
-                     torch.cat([zero, i_count.cumsum(0)]), item_major, u_pos.index_select(0, item_major),
-                     su, si, fraction)
+    return BatchRows(u, i, order, u_pos, i_pos, _row_pointers(u_pos, len(u)), _row_pointers(i_pos, len(i)),
+                     item_major, u_pos.index_select(0, item_major), su, si, fraction)
+
+
+def table_rows(users: Tensor, items: Tensor, user_share: Tensor | None, item_share: Tensor | None,
+               fraction: float, n_users: int, n_items: int) -> BatchRows:
+    """`BatchRows` whose rows are every row of the tables (a code is its own position), so that
+    `pair_dots` scores the triples (n,) straight from the whole θ and x and hands back whole-table
+    gradients: the pattern of steps that update every row (Adam). A row's share is the sum of its
+    triples' shares; without shares (the full batch) every row carries ``fraction``."""
+    order = torch.argsort(users.long() * n_items + items)  # user-major (a pair is rated once); int64: no overflow
+    users, items = users.index_select(0, order), items.index_select(0, order)
+    item_major = torch.argsort(items.long() * n_users + users)  # (n,)
+    if user_share is None or item_share is None:
+        su, si = (torch.full((n,), fraction, device=users.device) for n in (n_users, n_items))
+    else:
+        su = user_share.new_zeros(n_users).index_add_(0, users, user_share.index_select(0, order))  # (n_users,)
+        si = item_share.new_zeros(n_items).index_add_(0, items, item_share.index_select(0, order))  # (n_items,)
+    every_user, every_item = torch.arange(n_users, device=users.device), torch.arange(n_items, device=items.device)
+    return BatchRows(every_user, every_item, order, users, items, _row_pointers(users, n_users),
+                     _row_pointers(items, n_items), item_major, users.index_select(0, item_major), su, si, fraction)
+
+
+def _row_pointers(positions: Tensor, n_rows: int) -> Tensor:
+    """(n_rows + 1,) CSR row pointers of ``positions`` (n,) over ``n_rows`` rows."""
+    counts = torch.bincount(positions, minlength=n_rows)
+    return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
 
 
 GRAMIAN_EVERY: int | None = None  # see Gramians; chosen by measurement (docs/objectives.md)
