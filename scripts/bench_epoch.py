@@ -78,7 +78,7 @@ def factor_bytes_per_rating() -> dict[str, int]:
     """Bytes one rating reads in one pass: its four factor rows (with biases) and its triple."""
     from benchmark.data import model_preset
 
-    preset = model_preset("cf")
+    preset, _ = model_preset("cf", "model")  # (the model options, its train preset)
     k, k_pref = int(preset["rank"]), int(preset["objective"]["rank"])
     rows = 2 * (k + 1) + 2 * (k_pref + 1)  # θ_u, x_i with b_u, b_i; φ_u, z_i with c_u, d_i
     return {"factor_floats": rows, "factor_bytes": 4 * rows, "triple_bytes": 8 + 8 + 4 + 4 + 4}
