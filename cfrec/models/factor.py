@@ -27,7 +27,7 @@ from cfrec.models.losses import Factors, LossTerms, Penalty
 from cfrec.objectives import NotSupported, Objective, make_objective
 from cfrec.train.batches import Batch, IndexBatch
 from cfrec.train.config import TrainConfig
-from cfrec.train.sparse import BatchRows, SparseSteps, table_rows
+from cfrec.train.sparse import SparseSteps
 from cfrec.train.trainer import EpochCallback, Trainer
 from cfrec.validation import check_number
 
@@ -81,7 +81,6 @@ class FactorModel(Recommender, nn.Module):
         self.history: list[dict[str, float]] = []  # per-epoch metrics of the last fit
         self.final_validation: dict[str, float] = {}  # val_* of the returned model where `finish` changed it
         self._sparse: SparseSteps | None = None  # row-sparse training steps (train.optimizer: sparse_adam)
-        self._pattern: tuple[IndexBatch, BatchRows] | None = None  # the batch in hand and its whole-table pattern
 
     # -- what the model is (declared by its objective) ------------------------------------
     @property
@@ -190,16 +189,12 @@ class FactorModel(Recommender, nn.Module):
     def step_args(self, batch: Batch, head: str) -> dict[str, Any]:
         """The ``head_loss`` arguments of this step for ``head`` (``rating`` | ``preference``): with
         row-sparse steps their rows, Gramians and orphans; with ordinary steps the batch's whole-table
-        pattern (`table_rows`, built once per batch for both heads); none for a dense batch."""
+        pattern (`IndexBatch.pattern`, built once per batch for both heads); none for a dense batch."""
         if not isinstance(batch, IndexBatch):
             return {}
         if self._sparse is not None:
             return self._sparse.args(batch, head)
-        if self._pattern is None or self._pattern[0] is not batch:
-            pattern = table_rows(batch.users, batch.items, batch.user_share, batch.item_share, batch.fraction,
-                                 self.n_users, self.n_items)
-            self._pattern = (batch, pattern)
-        return {"pattern": self._pattern[1]}
+        return {"pattern": batch.pattern(self.n_users, self.n_items)}
 
     def init_biases_from_baseline(self, train: Ratings) -> None:
         """μ, b_u, b_i start from the closed-form bias baseline of the same λ_b."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from torch import Tensor
 from cfrec.data.ratings import Ratings
 from cfrec.errors import ConfigError
 from cfrec.train.distributed import Shard
+from cfrec.train.sparse import BatchRows, table_rows
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,15 @@ class IndexBatch:
     @property
     def n_ratings(self) -> int:
         return len(self.users)
+
+    def pattern(self, n_users: int, n_items: int) -> BatchRows:
+        """The batch's user × item pattern over whole tables of ``n_users`` and ``n_items`` rows
+        (`table_rows`): built on first use and kept with the batch, so a model's heads share it."""
+        built = self.__dict__.get("_pattern")
+        if built is None:
+            built = table_rows(self.users, self.items, self.user_share, self.item_share, self.fraction, n_users, n_items)
+            object.__setattr__(self, "_pattern", built)  # a cache, not a field: frozen, equality unchanged
+        return built
 
 
 Batch = DenseBatch | IndexBatch
