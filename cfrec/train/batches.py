@@ -13,8 +13,8 @@ each batch: the parts of one batch over all ranks are the single-process batch.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
