@@ -13,7 +13,7 @@ each batch: the parts of one batch over all ranks are the single-process batch.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +23,7 @@ from torch import Tensor
 from cfrec.data.ratings import Ratings
 from cfrec.errors import ConfigError
 from cfrec.train.distributed import Shard
-from cfrec.train.sparse import BatchRows, table_rows
+from cfrec.train.sparse import BatchRows, batch_rows, table_rows
 
 
 @dataclass(frozen=True)
@@ -55,11 +55,22 @@ class IndexBatch:
 
     def pattern(self, n_users: int, n_items: int) -> BatchRows:
         """The batch's user × item pattern over whole tables of ``n_users`` and ``n_items`` rows
-        (`table_rows`): built on first use and kept with the batch, so a model's heads share it."""
-        built = self.__dict__.get("_pattern")
+        (`table_rows`, for steps that update every row): built on first use and kept with the batch,
+        so a model's heads share it."""
+        return self._kept("_pattern", lambda: table_rows(self.users, self.items, self.user_share, self.item_share,
+                                                          self.fraction, n_users, n_items))
+
+    def rows(self, n_items: int) -> BatchRows:
+        """The batch's distinct users and items and its pattern over them (`batch_rows`, for row-sparse
+        steps): built on first use and kept with the batch, so a model's heads share it."""
+        return self._kept("_rows", lambda: batch_rows(self.users, self.items, self.user_share, self.item_share,
+                                                       self.fraction, n_items))
+
+    def _kept(self, name: str, build: Callable[[], BatchRows]) -> BatchRows:
+        built = self.__dict__.get(name)
         if built is None:
-            built = table_rows(self.users, self.items, self.user_share, self.item_share, self.fraction, n_users, n_items)
-            object.__setattr__(self, "_pattern", built)  # a cache, not a field: frozen, equality unchanged
+            built = build()
+            object.__setattr__(self, name, built)  # a cache, not a field: frozen, equality unchanged
         return built
 
 

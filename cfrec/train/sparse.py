@@ -275,8 +275,8 @@ def grad_values(grad: Tensor) -> Tensor:
 
 
 class SparseSteps:
-    """What a model's row-sparse loss needs beside its parameters: each batch's `BatchRows` (drawn
-    once, shared by the heads), each head's `Gramians`, and the rows without a training rating."""
+    """What a model's row-sparse loss needs beside its parameters and batches: each head's `Gramians`
+    and the rows without a training rating."""
 
     def __init__(self, train, device: torch.device | str, parameters: Iterable[Tensor] = ()):
         self.n_items = train.n_items
@@ -285,7 +285,6 @@ class SparseSteps:
                 p.register_post_accumulate_grad_hook(mark_coalesced)
         self.count_rows(train, device)
         self.gramians: dict[str, Gramians] = {}
-        self._rows: tuple[object, BatchRows] | None = None
 
     def count_rows(self, train, device: torch.device | str) -> None:
         """The user and item codes without a rating in ``train`` (each batch carries them)."""
@@ -298,8 +297,6 @@ class SparseSteps:
             gramians.reset()
 
     def args(self, batch, head: str) -> dict[str, object]:
-        if self._rows is None or self._rows[0] is not batch:
-            self._rows = (batch, batch_rows(batch.users, batch.items, batch.user_share, batch.item_share,
-                                            batch.fraction, self.n_items))
-        return {"rows": self._rows[1], "gramians": self.gramians.setdefault(head, Gramians(GRAMIAN_EVERY)),
+        """``head``'s `head_loss` arguments for an index ``batch``: its rows (`IndexBatch.rows`, shared by the heads)."""
+        return {"rows": batch.rows(self.n_items), "gramians": self.gramians.setdefault(head, Gramians(GRAMIAN_EVERY)),
                 "orphans": self.orphans}
