@@ -184,15 +184,15 @@ def test_sparse_adam_options_are_checked(options) -> None:
         TrainConfig.from_dict({"optimizer": "sparse_adam", **options})
 
 
-@pytest.mark.parametrize("shares", [True, False])
-def test_table_rows_score_and_differentiate_as_gathers_do(shares: bool) -> None:
+@pytest.mark.parametrize(("shares", "codes"), [(True, torch.int64), (False, torch.int64), (True, torch.int32)])
+def test_table_rows_score_and_differentiate_as_gathers_do(shares: bool, codes: torch.dtype) -> None:
     """`pair_dots` over a batch's whole-table pattern (the ordinary steps' path, `table_rows`) gives each
     triple's θ_uᵀx_i and the gradients of gathering the rows one triple at a time; row shares sum the
     triples' shares, and a full batch without shares gives every row the batch's fraction."""
     gen = torch.Generator().manual_seed(7)
     n_users, n_items, k = 9, 6, 4
-    users = torch.tensor([3, 0, 3, 8, 5, 0, 3, 2, 8, 5])  # repeated users, users 1, 4, 6, 7 and item 4 absent
-    items = torch.tensor([1, 2, 0, 5, 1, 0, 2, 3, 0, 5])
+    users = torch.tensor([3, 0, 3, 8, 5, 0, 3, 2, 8, 5], dtype=codes)  # repeated users; users 1, 4, 6, 7, item 4 absent
+    items = torch.tensor([1, 2, 0, 5, 1, 0, 2, 3, 0, 5], dtype=codes)
     user_share = torch.rand(len(users), generator=gen, dtype=torch.float64) if shares else None
     item_share = torch.rand(len(users), generator=gen, dtype=torch.float64) if shares else None
     theta = torch.randn(n_users, k, generator=gen, dtype=torch.float64, requires_grad=True)
@@ -208,7 +208,7 @@ def test_table_rows_score_and_differentiate_as_gathers_do(shares: bool) -> None:
         torch.testing.assert_close(a, b)
     assert torch.equal(rows.users, torch.arange(n_users)) and torch.equal(rows.items, torch.arange(n_items))
     if shares:
-        torch.testing.assert_close(rows.user_share, torch.zeros(n_users, dtype=torch.float64).index_add_(0, users, user_share))
-        torch.testing.assert_close(rows.item_share, torch.zeros(n_items, dtype=torch.float64).index_add_(0, items, item_share))
+        torch.testing.assert_close(rows.user_share, torch.zeros(n_users, dtype=torch.float64).index_add_(0, users.long(), user_share))
+        torch.testing.assert_close(rows.item_share, torch.zeros(n_items, dtype=torch.float64).index_add_(0, items.long(), item_share))
     else:
         assert torch.all(rows.user_share == 0.25) and torch.all(rows.item_share == 0.25)

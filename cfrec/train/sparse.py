@@ -142,9 +142,10 @@ def table_rows(users: Tensor, items: Tensor, user_share: Tensor | None, item_sha
     `pair_dots` scores the triples (n,) straight from the whole θ and x and hands back whole-table
     gradients: the pattern of steps that update every row (Adam). A row's share is the sum of its
     triples' shares; without shares (the full batch) every row carries ``fraction``."""
-    order = torch.argsort(users.long() * n_items + items)  # user-major (a pair is rated once); int64: no overflow
+    users, items = users.long(), items.long()  # positions index int64 row pointers; int64 keys: no overflow
+    order = torch.argsort(users * n_items + items)  # user-major (a pair is rated once)
     users, items = users.index_select(0, order), items.index_select(0, order)
-    item_major = torch.argsort(items.long() * n_users + users)  # (n,)
+    item_major = torch.argsort(items * n_users + users)  # (n,)
     if user_share is None or item_share is None:
         su, si = (torch.full((n,), fraction, device=users.device) for n in (n_users, n_items))
     else:
