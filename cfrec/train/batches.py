@@ -60,11 +60,11 @@ class IndexBatch:
         return self._kept("_pattern", lambda: table_rows(self.users, self.items, self.user_share, self.item_share,
                                                           self.fraction, n_users, n_items))
 
-    def rows(self, n_items: int) -> BatchRows:
+    def rows(self) -> BatchRows:
         """The batch's distinct users and items and its pattern over them (`batch_rows`, for row-sparse
         steps): built on first use and kept with the batch, so a model's heads share it."""
         return self._kept("_rows", lambda: batch_rows(self.users, self.items, self.user_share, self.item_share,
-                                                       self.fraction, n_items))
+                                                       self.fraction))
 
     def _kept(self, name: str, build: Callable[[], BatchRows]) -> BatchRows:
         built = self.__dict__.get(name)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -119,21 +119,13 @@ class BatchRows:
 
 
 def batch_rows(users: Tensor, items: Tensor, user_share: Tensor | None, item_share: Tensor | None,
-               fraction: float, n_items: int) -> BatchRows:
-    """`BatchRows` of triples (n,) each; without shares (the full batch) every row's share is 1."""
-    order = torch.argsort(users.long() * n_items + items)  # user-major (a pair is rated once); int64: no overflow
-    users, items = users.index_select(0, order), items.index_select(0, order)
-    u, u_count = torch.unique_consecutive(users, return_counts=True)
-    u_pos = torch.repeat_interleave(torch.arange(len(u), device=users.device), u_count)  # (n,)
-    i, i_pos = torch.unique(items, sorted=True, return_inverse=True)
-    item_major = torch.argsort(i_pos * len(u) + u_pos)  # (n,)
-    if user_share is None or item_share is None:
-        su, si = torch.ones(len(u), device=users.device), torch.ones(len(i), device=items.device)
-    else:
-        su = user_share.new_zeros(len(u)).index_add_(0, u_pos, user_share.index_select(0, order))  # (m_u,)
-        si = item_share.new_zeros(len(i)).index_add_(0, i_pos, item_share.index_select(0, order))  # (m_i,)
-    return BatchRows(u, i, order, u_pos, i_pos, _row_pointers(u_pos, len(u)), _row_pointers(i_pos, len(i)),
-                     item_major, u_pos.index_select(0, item_major), su, si, fraction)
+               fraction: float) -> BatchRows:
+    """`BatchRows` over the batch's distinct users and items: `table_rows` of the triples (n,) each
+    recoded to their positions among them; without shares (the full batch) every row carries
+    ``fraction`` (1)."""
+    u, u_pos = torch.unique(users, sorted=True, return_inverse=True)  # (m_u,), (n,)
+    i, i_pos = torch.unique(items, sorted=True, return_inverse=True)  # (m_i,), (n,)
+    return replace(table_rows(u_pos, i_pos, user_share, item_share, fraction, len(u), len(i)), users=u, items=i)
 
 
 def table_rows(users: Tensor, items: Tensor, user_share: Tensor | None, item_share: Tensor | None,
@@ -280,7 +272,6 @@ class SparseSteps:
     and the rows without a training rating."""
 
     def __init__(self, train, device: torch.device | str, parameters: Iterable[Tensor] = ()):
-        self.n_items = train.n_items
         for p in parameters:
             if p.requires_grad:
                 p.register_post_accumulate_grad_hook(mark_coalesced)
@@ -299,5 +290,5 @@ class SparseSteps:
 
     def args(self, batch, head: str) -> dict[str, object]:
         """``head``'s `head_loss` arguments for an index ``batch``: its rows (`IndexBatch.rows`, shared by the heads)."""
-        return {"rows": batch.rows(self.n_items), "gramians": self.gramians.setdefault(head, Gramians(GRAMIAN_EVERY)),
+        return {"rows": batch.rows(), "gramians": self.gramians.setdefault(head, Gramians(GRAMIAN_EVERY)),
                 "orphans": self.orphans}
