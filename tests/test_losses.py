@@ -8,8 +8,8 @@ import torch
 
 from cfrec.data import Ratings
 from cfrec.models.losses import (
-    AllCellsSquared,
     Factors,
+    GramianTerms,
     Penalty,
     RowPenalty,
     dense_loss,
@@ -198,27 +198,47 @@ def test_count_scaled_mini_batches_add_up_to_j(layout_cls) -> None:
     assert sum(float(reg(b)) for b in layout.batches(7, generator)) == pytest.approx(float(full), rel=1e-5)
 
 
-def test_all_cells_squared_value_and_gradient_match_brute_force() -> None:
+@pytest.mark.parametrize("ridge", [False, True])
+def test_gramian_terms_value_and_gradient_match_brute_force(ridge: bool) -> None:
+    """Σ_all (θᵀx)² cell by cell, and the column-weighted squares the penalty folds into it."""
     gen = torch.Generator().manual_seed(3)
     theta = torch.randn(7, 4, dtype=torch.float64, generator=gen, requires_grad=True)
     x = torch.randn(5, 4, dtype=torch.float64, generator=gen, requires_grad=True)
-    value = AllCellsSquared.apply(theta, x)
-    grads = torch.autograd.grad(value, (theta, x))
-    brute = ((theta @ x.T) ** 2).sum()  # every cell of the 7 × 5 grid, one by one
-    brute_grads = torch.autograd.grad(brute, (theta, x))
-    torch.testing.assert_close(value, brute)
-    for got, want in zip(grads, brute_grads):
+    d, e = (torch.rand(4, dtype=torch.float64, generator=gen) for _ in range(2))
+    if not ridge:
+        d, e = torch.zeros_like(d), torch.zeros_like(e)
+    all_cells, reg = GramianTerms.apply(theta, x, d, e)
+    brute_cells = ((theta @ x.T) ** 2).sum()  # every cell of the 7 × 5 grid, one by one
+    brute_reg = 0.5 * ((theta**2 * d).sum() + (x**2 * e).sum())
+    torch.testing.assert_close(all_cells, brute_cells)
+    torch.testing.assert_close(reg, brute_reg)
+    combined = torch.autograd.grad(0.7 * all_cells + 1.3 * reg, (theta, x))
+    brute = torch.autograd.grad(0.7 * brute_cells + 1.3 * brute_reg, (theta, x))
+    for got, want in zip(combined, brute):
         torch.testing.assert_close(got, want)
-    assert torch.autograd.gradcheck(AllCellsSquared.apply, (theta.detach().requires_grad_(), x.detach().requires_grad_()))
+    inputs = (theta.detach().requires_grad_(), x.detach().requires_grad_(), d, e)
+    assert torch.autograd.gradcheck(GramianTerms.apply, inputs)
 
 
-def test_all_cells_squared_refuses_a_second_derivative() -> None:
+def test_gramian_terms_refuse_a_second_derivative() -> None:
     """Its backward reuses the forward's Gramians, so differentiating it again would be wrong: refused."""
     theta = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
     x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
-    grad_theta, _ = torch.autograd.grad(AllCellsSquared.apply(theta, x), (theta, x), create_graph=True)
+    no_ridge = torch.zeros(3, dtype=torch.float64)
+    grad_theta, _ = torch.autograd.grad(GramianTerms.apply(theta, x, no_ridge, no_ridge)[0], (theta, x), create_graph=True)
     with pytest.raises(RuntimeError, match="does not require grad|differentiable"):
         torch.autograd.grad(grad_theta.sum(), theta)
+
+
+@pytest.mark.parametrize("align", [1, 8, 16])
+def test_augmented_factors_pad_to_the_alignment_without_changing_a_prediction(align: int) -> None:
+    gen = torch.Generator().manual_seed(5)
+    f = Factors(torch.randn(6, 5, generator=gen), torch.randn(4, 5, generator=gen), torch.tensor(3.5),
+                torch.randn(6, generator=gen), torch.randn(4, generator=gen))
+    theta_aug, x_aug = f.augmented(align=align)
+    assert theta_aug.shape[1] == x_aug.shape[1] and theta_aug.shape[1] % align == 0 and theta_aug.shape[1] - 7 < align
+    want = f.theta @ f.x.T + f.mean + f.user_bias[:, None] + f.item_bias[None, :]
+    torch.testing.assert_close(theta_aug @ x_aug.T, want)
 
 
 @pytest.mark.parametrize("share", ["float", "tensor"])

@@ -38,6 +38,7 @@ def assert_same(a: dict, b: dict, **tol) -> None:
         ({"val_fraction": 1.0}, "val_fraction"),
         ({"patience": 3, "val_fraction": 0.0}, "patience"),  # early stopping on val_rmse without a validation slice
         ({"learning_rate": 0.1}, "learning_rate"),  # unknown key
+        ({"reuse_memory": "yes"}, "reuse_memory"),
     ],
 )
 def test_config_errors_name_the_key(options: dict, key: str) -> None:
@@ -58,6 +59,12 @@ def test_seeded_training_is_repeatable(small_split: Split) -> None:
     c = CollaborativeFiltering(rank=6).fit(small_split.train, {**FAST, "seed": 4})
     assert_same(params(a), params(b))
     assert not torch.equal(a.theta, c.theta)
+
+
+def test_reusing_freed_memory_changes_no_parameter(small_split: Split) -> None:
+    """`train.reuse_memory` moves where tensors live, never what they hold (the joint default model)."""
+    fits = [CollaborativeFiltering(rank=6).fit(small_split.train, {**FAST, "reuse_memory": reuse}) for reuse in (True, False)]
+    assert_same(params(fits[0]), params(fits[1]))
 
 
 @pytest.mark.parametrize("w0", [None, 0.1])

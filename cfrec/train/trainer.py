@@ -12,12 +12,14 @@ import copy
 import logging
 import math
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from cfrec.allocator import reuse_freed_memory
 from cfrec.data.ratings import Ratings
 from cfrec.data.split import per_user_split
 from cfrec.device import resolve_device
@@ -48,7 +50,7 @@ class Trainable(Protocol):
     def prepare(self, train: Ratings, generator: torch.Generator, device: torch.device) -> None:
         """Allocate and initialise the parameters for ``train`` on ``device``."""
 
-    def __call__(self, batch: Batch) -> "LossTerms":
+    def __call__(self, batch: Batch) -> LossTerms:
         """J's data and regularization terms on one batch (the module's ``forward``)."""
 
     def training_batches(self, layout, batch_size: int | None, generator: torch.Generator) -> Iterator[Batch]:
@@ -57,7 +59,7 @@ class Trainable(Protocol):
     def validation_metrics(self, fit_part: Ratings, val: Ratings, device: torch.device) -> dict[str, float]:
         """Metrics (``val_*``) of the model on held-out ratings ``val`` of ``fit_part``."""
 
-    def als_sweep(self, data: AlsData, cg_steps: int = 0) -> "LossTerms":
+    def als_sweep(self, data: AlsData, cg_steps: int = 0) -> LossTerms:
         """One closed-form sweep of every head (``optimizer=als``; `cfrec.train.als`); J after it."""
 
     def count_rows(self, train: Ratings, device: torch.device) -> None:
@@ -132,11 +134,12 @@ class Trainer:
         With ``distributed``, every rank of the torchrun job calls this with the same ``train``
         and ends with the same parameters; rank 0 alone validates (and shows progress).
         """
-        if not self.config.distributed:
-            return self._fit(model, train, resolve_device(self.config.device), distributed.SingleProcess())
-        distributed.check_launch()
-        device = distributed.rank_device(resolve_device(self.config.device))
-        return self._fit(model, train, device, distributed.join(device))
+        with reuse_freed_memory(self.config.reuse_memory):
+            if not self.config.distributed:
+                return self._fit(model, train, resolve_device(self.config.device), distributed.SingleProcess())
+            distributed.check_launch()
+            device = distributed.rank_device(resolve_device(self.config.device))
+            return self._fit(model, train, device, distributed.join(device))
 
     def _fit(self, model: Trainable, train: Ratings, device: torch.device, group: Group) -> Trainable:
         cfg = self.config
@@ -263,7 +266,7 @@ class Trainer:
             "seconds": time.perf_counter() - start,
         }
 
-    def _run_sweep(self, model: Trainable, layout: "AlsLayout", epoch: int) -> dict[str, float]:
+    def _run_sweep(self, model: Trainable, layout: AlsLayout, epoch: int) -> dict[str, float]:
         """One alternating-least-squares sweep (``optimizer=als``); returns J after it."""
         start = time.perf_counter()
         terms = model.als_sweep(layout.data, self.config.als_cg_steps)
