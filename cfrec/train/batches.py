@@ -133,11 +133,14 @@ class IndexLayout:
 
     def __init__(self, train: Ratings, device: torch.device | str = "cpu", shard: Shard | None = None):
         held = train if shard is None else train.subset(shard.rows(len(train)))
-        self.users, self.items, self.values = held.to_tensors(device)  # (n_held,) each
+        users, items, values = held.to_tensors(device)  # (n_held,) each
+        # one 12-byte row per rating (user, item, the value's bits), so that an epoch's shuffle gathers
+        # one row where five columns cost five cache misses a rating: 0.34 s against 1.22 s at 22.6M
+        self.triples = torch.stack([users.int(), items.int(), values.float().view(torch.int32)], dim=1)  # (n_held, 3)
         n_u = np.maximum(train.user_counts(), 1).astype(np.float32)
         n_i = np.maximum(train.item_counts(), 1).astype(np.float32)
-        self.user_share = torch.as_tensor(1.0 / n_u, device=device)[self.users]  # (n_held,)
-        self.item_share = torch.as_tensor(1.0 / n_i, device=device)[self.items]  # (n_held,)
+        self.user_share = torch.as_tensor(1.0 / n_u, device=device)  # (n_users,) a rating's share of its user's penalty
+        self.item_share = torch.as_tensor(1.0 / n_i, device=device)  # (n_items,)
         self.n_ratings, self.n_held = len(train), len(held)  # all shards' count sets the batches
         self.shard = shard
 
@@ -152,25 +155,25 @@ class IndexLayout:
         codes drawn uniformly from ``negative_pool`` (drawn for every position of the epoch's
         global order, so every shard and a resumed run see the same ones)."""
         full = batch_size is None or batch_size >= self.n_ratings
-        order = None if full else torch.randperm(self.n_ratings, generator=generator).to(self.users.device)
+        device = self.triples.device
+        order = None if full else torch.randperm(self.n_ratings, generator=generator, dtype=torch.int32).to(device)
         negatives = None
         if n_negatives:
             draws = torch.randint(len(negative_pool), (self.n_ratings, n_negatives), generator=generator)
-            negatives = negative_pool[draws].to(self.users.device)  # (n_ratings, m), by position in the order
+            negatives = negative_pool[draws].to(device)  # (n_ratings, m), by position in the order
         if full:
-            held = None if self.shard is None else torch.as_tensor(self.shard.rows(self.n_ratings), device=self.users.device)
+            held = None if self.shard is None else torch.as_tensor(self.shard.rows(self.n_ratings), device=device)
             negatives = negatives if negatives is None or held is None else negatives[held]
-            yield IndexBatch(self.users, self.items, self.values, None, None, len(self.users) / self.n_ratings, negatives)
+            users, items, values = self._columns(self.triples)
+            yield IndexBatch(users, items, values, None, None, self.n_held / self.n_ratings, negatives)
             return
         if self.shard is not None:
-            yield from self._held_batches(order, batch_size, negatives)
+            yield from self._held_batches(order.long(), batch_size, negatives)
             return
-        # one shuffled copy per epoch, then contiguous slices (views): cheaper than gathering per batch
-        columns = [t.index_select(0, order) for t in (self.users, self.items, self.values, self.user_share, self.item_share)]
+        shuffled = self.triples.index_select(0, order)  # one shuffled copy per epoch, then contiguous slices
         for start in range(0, self.n_ratings, batch_size):
-            users, items, values, user_share, item_share = (t[start : start + batch_size] for t in columns)
             negs = None if negatives is None else negatives[start : start + batch_size]
-            yield IndexBatch(users, items, values, user_share, item_share, len(users) / self.n_ratings, negs)
+            yield self._batch(shuffled[start : start + batch_size], negs)
 
     def _held_batches(self, order: Tensor, batch_size: int, negatives: Tensor | None) -> Iterator[IndexBatch]:
         """The shard's part of each batch of the global ``order`` (n,), in the order of ``order``."""
@@ -178,11 +181,21 @@ class IndexLayout:
         batch_of = torch.nonzero(held).squeeze(1).div(batch_size, rounding_mode="floor")  # (n_held,)
         sizes = torch.bincount(batch_of, minlength=self.n_batches(batch_size)).tolist()
         local = self.shard.local(order[held])  # (n_held,) local rows in global batch order
-        columns = [t.index_select(0, local) for t in (self.users, self.items, self.values, self.user_share, self.item_share)]
-        parts = [t.split(sizes) for t in columns]
+        parts = self.triples.index_select(0, local).split(sizes)
         negs = [None] * len(sizes) if negatives is None else negatives[held].split(sizes)
-        for (users, items, values, user_share, item_share), neg in zip(zip(*parts), negs):
-            yield IndexBatch(users, items, values, user_share, item_share, len(users) / self.n_ratings, neg)
+        for part, neg in zip(parts, negs):
+            yield self._batch(part, neg)
+
+    def _batch(self, triples: Tensor, negatives: Tensor | None) -> IndexBatch:
+        """The `IndexBatch` of ``triples`` (m, 3), each with its share of its rows' penalty."""
+        users, items, values = self._columns(triples)
+        return IndexBatch(users, items, values, self.user_share.index_select(0, users),
+                          self.item_share.index_select(0, items), len(users) / self.n_ratings, negatives)
+
+    @staticmethod
+    def _columns(triples: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(users int64, items int64, values float32) of packed ``triples`` (m, 3)."""
+        return triples[:, 0].long(), triples[:, 1].long(), triples[:, 2].view(torch.float32).contiguous()
 
 
 def choose_layout(
