@@ -9,13 +9,14 @@ import torch
 from cfrec.data import Ratings
 from cfrec.models.losses import (
     Factors,
-    GramianTerms,
     Penalty,
     RowPenalty,
+    WeightedCells,
     dense_loss,
     index_loss,
 )
 from cfrec.train.batches import DenseLayout, IndexLayout
+from cfrec.train.sparse import table_rows
 
 LAM, LAM_B = 0.7, 0.3
 
@@ -198,34 +199,48 @@ def test_count_scaled_mini_batches_add_up_to_j(layout_cls) -> None:
     assert sum(float(reg(b)) for b in layout.batches(7, generator)) == pytest.approx(float(full), rel=1e-5)
 
 
-@pytest.mark.parametrize("ridge", [False, True])
-def test_gramian_terms_value_and_gradient_match_brute_force(ridge: bool) -> None:
-    """Σ_all (θᵀx)² cell by cell, and the column-weighted squares the penalty folds into it."""
+def weighted_cells_problem(ridge: bool):
+    """Float64 tables, 9 rated cells of a 7 × 5 grid with targets, and column weights (zero without ``ridge``)."""
     gen = torch.Generator().manual_seed(3)
     theta = torch.randn(7, 4, dtype=torch.float64, generator=gen, requires_grad=True)
     x = torch.randn(5, 4, dtype=torch.float64, generator=gen, requires_grad=True)
-    d, e = (torch.rand(4, dtype=torch.float64, generator=gen) for _ in range(2))
-    if not ridge:
-        d, e = torch.zeros_like(d), torch.zeros_like(e)
-    all_cells, reg = GramianTerms.apply(theta, x, d, e)
-    brute_cells = ((theta @ x.T) ** 2).sum()  # every cell of the 7 × 5 grid, one by one
+    cells = torch.randperm(35, generator=gen)[:9]
+    users, items = cells // 5, cells % 5
+    values = torch.rand(9, dtype=torch.float64, generator=gen) * 4 + 1
+    d, e = (torch.rand(4, dtype=torch.float64, generator=gen) * ridge for _ in range(2))
+    return theta, x, users, items, values, d, e
+
+
+@pytest.mark.parametrize("ridge", [False, True])
+def test_weighted_cells_value_and_gradient_match_brute_force(ridge: bool) -> None:
+    """The rated cells one by one and every cell of the grid, against the Gramian closed form."""
+    theta, x, users, items, values, d, e = weighted_cells_problem(ridge)
+    w0, fraction = 0.3, 0.4
+    pattern = table_rows(users, items, None, None, fraction, 7, 5)
+    data, reg = WeightedCells.apply(theta, x, values[pattern.order], pattern, w0, fraction, d, e)
+    every = theta @ x.T  # (7, 5)
+    rated = every[users, items]
+    brute_data = (0.5 * ((rated - values) ** 2).sum() - 0.5 * w0 * (rated**2).sum() + 0.5 * w0 * fraction * (every**2).sum())
     brute_reg = 0.5 * ((theta**2 * d).sum() + (x**2 * e).sum())
-    torch.testing.assert_close(all_cells, brute_cells)
+    torch.testing.assert_close(data, brute_data)
     torch.testing.assert_close(reg, brute_reg)
-    combined = torch.autograd.grad(0.7 * all_cells + 1.3 * reg, (theta, x))
-    brute = torch.autograd.grad(0.7 * brute_cells + 1.3 * brute_reg, (theta, x))
+    combined = torch.autograd.grad(0.7 * data + 1.3 * reg, (theta, x))
+    brute = torch.autograd.grad(0.7 * brute_data + 1.3 * brute_reg, (theta, x))
     for got, want in zip(combined, brute):
         torch.testing.assert_close(got, want)
-    inputs = (theta.detach().requires_grad_(), x.detach().requires_grad_(), d, e)
-    assert torch.autograd.gradcheck(GramianTerms.apply, inputs)
+
+    def terms(t, y):
+        return WeightedCells.apply(t, y, values[pattern.order], pattern, w0, fraction, d, e)
+
+    assert torch.autograd.gradcheck(terms, (theta.detach().requires_grad_(), x.detach().requires_grad_()))
 
 
-def test_gramian_terms_refuse_a_second_derivative() -> None:
+def test_weighted_cells_refuse_a_second_derivative() -> None:
     """Its backward reuses the forward's Gramians, so differentiating it again would be wrong: refused."""
-    theta = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
-    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
-    no_ridge = torch.zeros(3, dtype=torch.float64)
-    grad_theta, _ = torch.autograd.grad(GramianTerms.apply(theta, x, no_ridge, no_ridge)[0], (theta, x), create_graph=True)
+    theta, x, users, items, values, d, e = weighted_cells_problem(ridge=False)
+    pattern = table_rows(users, items, None, None, 1.0, 7, 5)
+    data, _ = WeightedCells.apply(theta, x, values[pattern.order], pattern, 0.3, 1.0, d, e)
+    grad_theta, _ = torch.autograd.grad(data, (theta, x), create_graph=True)
     with pytest.raises(RuntimeError, match="does not require grad|differentiable"):
         torch.autograd.grad(grad_theta.sum(), theta)
 

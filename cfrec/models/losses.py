@@ -29,7 +29,14 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from cfrec.train.sparse import BatchRows, pair_dots, table_rows, take_rows
+from cfrec.train.sparse import (
+    BatchRows,
+    pair_dots,
+    sampled_dots,
+    sampled_dots_backward,
+    table_rows,
+    take_rows,
+)
 
 
 @dataclass(frozen=True)
@@ -187,15 +194,15 @@ def index_loss(
     """
     if pattern is None:
         pattern = table_rows(users, items, user_share, item_share, fraction, f.theta.shape[0], f.x.shape[0])
-    pred = pair_dots(f.theta, f.x, pattern)  # (n,) in the pattern's user-major order
+    targets = values.index_select(0, pattern.order)  # (n,) in the pattern's user-major order
+    if w0 is not None:  # the unrated cells touch every row, and so does the penalty
+        return weighted_mask_terms(f, pen, pattern, targets, w0, fraction)
+    pred = pair_dots(f.theta, f.x, pattern)  # (n,)
     if f.biased:
         pred = pred + f.mean + f.user_bias.index_select(0, pattern.user_pos) + f.item_bias.index_select(0, pattern.item_pos)
-    err = pred - values.index_select(0, pattern.order)  # (n,)
+    err = pred - targets  # (n,)
     data = 0.5 * torch.dot(err, err)
-    if w0 is not None:  # the unrated cells touch every row, and so does the penalty
-        all_cells, reg = all_cells_and_penalty(f, pen, fraction)
-        data = data - 0.5 * w0 * torch.dot(pred, pred) + 0.5 * w0 * fraction * all_cells
-    elif user_share is None or item_share is None:
+    if user_share is None or item_share is None:
         reg = _penalty(pen, f.theta, f.x, f.user_bias, f.item_bias, fraction, fraction)
     else:
         reg = _penalty(pen, f.theta, f.x, f.user_bias, f.item_bias, pattern.user_share, pattern.item_share)
@@ -205,13 +212,10 @@ def index_loss(
 GEMM_ALIGN = 8  # MKL's (rows × k') @ (k' × k') at 162,540 rows: 57.8 ms at k' = 130, 41.2 ms at 136
 
 
-def all_cells_and_penalty(f: Factors, pen: Penalty, fraction: float) -> tuple[Tensor, Tensor]:
-    """(Σ_all ŷ², the ``fraction`` of J's penalty every row carries) from one pair of Gramians.
-
-    An unweighted factor penalty λ/2 ‖Θ‖² is λ/2 tr(ΘᵀΘ), a trace of the Gramian the all-cells
-    term needs anyway, so it rides along in `GramianTerms`' four products instead of a pass of
-    its own over each table each way; row-weighted penalties (n^α) and the biases' take `RowPenalty`.
-    """
+def weighted_mask_terms(f: Factors, pen: Penalty, pattern: BatchRows, targets: Tensor, w0: float, fraction: float) -> LossTerms:
+    """The weighted mask's J on a batch scored over whole tables (`index_loss` with ``w0``): `WeightedCells`
+    for the data term and, where the penalty is unweighted, the factors' share of it as Gramian traces;
+    row-weighted penalties (n^α) and the biases' take `RowPenalty`."""
     theta_aug, x_aug = f.augmented(align=GEMM_ALIGN)
     k = f.theta.shape[1]
     ridge_user, ridge_item = theta_aug.new_zeros(theta_aug.shape[1]), x_aug.new_zeros(x_aug.shape[1])  # (k',) each
@@ -219,7 +223,7 @@ def all_cells_and_penalty(f: Factors, pen: Penalty, fraction: float) -> tuple[Te
         ridge_user[:k] = pen.l2_user * fraction
     if pen.item_weight is None:
         ridge_item[:k] = pen.l2_item * fraction
-    all_cells, reg = GramianTerms.apply(theta_aug, x_aug, ridge_user, ridge_item)
+    data, reg = WeightedCells.apply(theta_aug, x_aug, targets, pattern, w0, fraction, ridge_user, ridge_item)
     user_share, item_share = _weighted(fraction, pen.user_weight), _weighted(fraction, pen.item_weight)
     if pen.user_weight is not None:
         reg = reg + _row_penalty(f.theta, pen.l2_user, user_share)
@@ -227,38 +231,44 @@ def all_cells_and_penalty(f: Factors, pen: Penalty, fraction: float) -> tuple[Te
         reg = reg + _row_penalty(f.x, pen.l2_item, item_share)
     if f.biased and pen.l2_bias:
         reg = reg + _row_penalty(f.user_bias, pen.l2_bias, user_share) + _row_penalty(f.item_bias, pen.l2_bias, item_share)
-    return all_cells, reg
+    return LossTerms(data, reg)
 
 
-class GramianTerms(torch.autograd.Function):
-    """(Σ_all (θ̃_uᵀx̃_i)², ½ Σ_j (d_j ‖Θ̃_:j‖² + e_j ‖X̃_:j‖²)) = (⟨G_Θ, G_X⟩, ½ ⟨d, diag G_Θ⟩ + ½ ⟨e, diag G_X⟩)
-    of G_Θ = Θ̃ᵀΘ̃, G_X = X̃ᵀX̃, with the gradients written out: Θ̃ (2 g₁ G_X + g₂ diag d) and
-    X̃ (2 g₁ G_Θ + g₂ diag e).
+class WeightedCells(torch.autograd.Function):
+    """One head's weighted-mask data term over a whole-table pattern, with a column-weighted ridge:
 
-    Four (rows × k') by (k' × k') products a step for both terms, where autograd takes six for the
-    first alone (it differentiates each Gramian's two factors separately) and the second would be a
-    pass of its own over each table each way. ``d``, ``e`` (k',) are column weights (constants).
-    Differentiable once: a second derivative is refused (its backward reuses the forward's Gramians)."""
+        data  = ½ Σ_rated (ŷ − y)² − w₀/2 Σ_rated ŷ² + ``fraction`` · w₀/2 ⟨G_Θ, G_X⟩,  ŷ = θ̃ᵀx̃
+        ridge = ½ ⟨d, diag G_Θ⟩ + ½ ⟨e, diag G_X⟩        (G_Θ = Θ̃ᵀΘ̃, G_X = X̃ᵀX̃)
+
+    so that an unweighted factor penalty λ/2 ‖Θ‖² rides along as a trace (d = λ on θ's columns).
+    The rated cells are scored from the augmented tables (`sampled_dots`), biases included; the
+    backward writes each table's gradient once: the rated cells' embedding bags, then the Gramian
+    product added in place (Θ̃ (g w₀ fraction G_X + g' diag d)), where separate autograd terms would
+    each return a whole-table gradient to be summed. Differentiable once."""
 
     @staticmethod
-    def forward(ctx, theta_aug: Tensor, x_aug: Tensor, ridge_theta: Tensor, ridge_x: Tensor):  # type: ignore[override]
+    def forward(ctx, theta_aug: Tensor, x_aug: Tensor, targets: Tensor, rows: BatchRows, w0: float,  # type: ignore[override]
+                fraction: float, ridge_theta: Tensor, ridge_x: Tensor):
         gram_theta, gram_x = theta_aug.T @ theta_aug, x_aug.T @ x_aug  # (k', k') each
-        ctx.save_for_backward(theta_aug, x_aug, gram_theta, gram_x, ridge_theta, ridge_x)
-        all_cells = torch.dot(gram_theta.view(-1), gram_x.view(-1))
+        pred = sampled_dots(theta_aug, x_aug, rows)  # (n,)
+        err = pred - targets
+        data = 0.5 * (torch.dot(err, err) - w0 * torch.dot(pred, pred) + w0 * fraction * torch.dot(gram_theta.view(-1), gram_x.view(-1)))
         ridge = 0.5 * (torch.dot(ridge_theta, gram_theta.diagonal()) + torch.dot(ridge_x, gram_x.diagonal()))
-        return all_cells, ridge
+        ctx.save_for_backward(theta_aug, x_aug, gram_theta, gram_x, err - w0 * pred, ridge_theta, ridge_x)
+        ctx.rows, ctx.scale = rows, w0 * fraction
+        return data, ridge
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_all: Tensor, grad_ridge: Tensor):  # type: ignore[override]
-        theta_aug, x_aug, gram_theta, gram_x, ridge_theta, ridge_x = ctx.saved_tensors
-        # both terms' gradients in one product per table: the (k', k') factors are combined first
-        grad_theta = grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_theta = theta_aug @ (2 * grad_all * gram_x + torch.diag(grad_ridge * ridge_theta))
-        if ctx.needs_input_grad[1]:
-            grad_x = x_aug @ (2 * grad_all * gram_theta + torch.diag(grad_ridge * ridge_x))
-        return grad_theta, grad_x, None, None
+    def backward(ctx, grad_data: Tensor, grad_ridge: Tensor):  # type: ignore[override]
+        theta_aug, x_aug, gram_theta, gram_x, residual, ridge_theta, ridge_x = ctx.saved_tensors
+        needed = ctx.needs_input_grad[:2]
+        grad_theta, grad_x = sampled_dots_backward(grad_data * residual, theta_aug, x_aug, ctx.rows, needed)
+        if needed[0]:
+            grad_theta.addmm_(theta_aug, grad_data * ctx.scale * gram_x + torch.diag(grad_ridge * ridge_theta))
+        if needed[1]:
+            grad_x.addmm_(x_aug, grad_data * ctx.scale * gram_theta + torch.diag(grad_ridge * ridge_x))
+        return grad_theta, grad_x, None, None, None, None, None, None
 
 
 def triple_penalty(
