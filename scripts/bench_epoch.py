@@ -13,8 +13,8 @@ Two measurements, written to ``--out`` as ``epoch.md`` and ``epoch.json``:
 2. **ML-1M against the memory-traffic floor** (``--ml1m``): the default ``cf`` fit's seconds per
    epoch beside the time one pass over the ratings' factors takes at the bandwidth a plain torch copy
    reaches here: bytes = ratings × (the four factor rows a rating reads: θ_u, x_i of the rating head,
-   φ_u, z_i of the preference head, biases included) × 4 B + the rating's triple (user, item, value,
-   two penalty shares); bandwidth = bytes read + written per second by ``dst.copy_(src)`` on 256 MiB.
+   φ_u, z_i of the preference head, biases included) × 4 B + the rating's packed triple (user, item,
+   value: 3 × 4 B, `cfrec.train.batches.IndexLayout`); bandwidth = bytes read + written per second by ``dst.copy_(src)`` on 256 MiB.
 
     python scripts/bench_epoch.py --out docs/benchmark --ml1m ../shared/data/ml-1m --threads 2
     python scripts/bench_epoch.py --sizes 100000 --optimizers sparse_adam --out /tmp/e   # a quick check
@@ -81,7 +81,7 @@ def factor_bytes_per_rating() -> dict[str, int]:
     preset, _ = model_preset("cf", "model")  # (the model options, its train preset)
     k, k_pref = int(preset["rank"]), int(preset["objective"]["rank"])
     rows = 2 * (k + 1) + 2 * (k_pref + 1)  # θ_u, x_i with b_u, b_i; φ_u, z_i with c_u, d_i
-    return {"factor_floats": rows, "factor_bytes": 4 * rows, "triple_bytes": 8 + 8 + 4 + 4 + 4}
+    return {"factor_floats": rows, "factor_bytes": 4 * rows, "triple_bytes": 4 + 4 + 4}
 
 
 def child_fit(train_file: Path, options: dict[str, Any], threads: int) -> dict[str, Any]:
