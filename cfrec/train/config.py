@@ -72,9 +72,10 @@ class TrainConfig:
     - ``progress``: tqdm bar over epochs (``None`` = only on a terminal).
     - ``threads``: torch CPU threads of the run (``cfrec.threads``): ``None`` = the top-level
       ``threads``, else ``$CFREC_THREADS``, else 1; ``0`` = every usable CPU. The apps apply it.
-    - ``reuse_memory``: keep large freed tensors' memory in the heap for the next step instead of
-      fresh pages from the OS (glibc only; restored when the fit ends; `cfrec.allocator`): the
-      25M-rating epoch drops from 29.4 to 19.9 s; ``false`` leaves malloc as it is.
+    - ``reuse_memory``: during the epochs, keep large freed tensors' memory in the heap for the next
+      step instead of fresh pages from the OS (glibc only; handed back after the last epoch;
+      `cfrec.allocator`): the 25M-rating epoch dropped from 29.4 to 19.9 s; ``false`` leaves malloc
+      as it is.
     - ``distributed``: data-parallel training (DDP) as one rank of a ``torchrun`` job: each rank
       holds a shard of the ratings and takes the same steps as one process would; see
       ``docs/distributed.md``. Outside torchrun it is a `ConfigError`.

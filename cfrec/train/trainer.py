@@ -134,12 +134,11 @@ class Trainer:
         With ``distributed``, every rank of the torchrun job calls this with the same ``train``
         and ends with the same parameters; rank 0 alone validates (and shows progress).
         """
-        with reuse_freed_memory(self.config.reuse_memory):
-            if not self.config.distributed:
-                return self._fit(model, train, resolve_device(self.config.device), distributed.SingleProcess())
-            distributed.check_launch()
-            device = distributed.rank_device(resolve_device(self.config.device))
-            return self._fit(model, train, device, distributed.join(device))
+        if not self.config.distributed:
+            return self._fit(model, train, resolve_device(self.config.device), distributed.SingleProcess())
+        distributed.check_launch()
+        device = distributed.rank_device(resolve_device(self.config.device))
+        return self._fit(model, train, device, distributed.join(device))
 
     def _fit(self, model: Trainable, train: Ratings, device: torch.device, group: Group) -> Trainable:
         cfg = self.config
@@ -177,20 +176,22 @@ class Trainer:
         start = time.perf_counter()
         disable = True if not group.is_main else _bar_disabled(cfg.progress)
         bar = tqdm(range(self.epoch, cfg.epochs), desc=type(model).__name__, disable=disable, leave=False)
-        for epoch in bar:
-            epoch_metrics = self._run(model, step_model, layout, scale, epoch, group)
-            if val is not None:
-                epoch_metrics.update(group.from_main(lambda: model.validation_metrics(fit_part, val, device)))
-            if self.scheduler is not None:
-                self.scheduler.step()
-            self.epoch = epoch + 1
-            stop = self._early_stop(model, epoch_metrics)
-            self.history.append(epoch_metrics)
-            bar.set_postfix({k: f"{epoch_metrics[k]:.4g}" for k in ("loss_per_rating", self.monitor) if k in epoch_metrics})
-            log.debug("epoch %d: %s", self.epoch, epoch_metrics)
-            asked_to_stop = [callback(self.epoch, epoch_metrics, model) is True for callback in self.callbacks]
-            if group.any(stop or any(asked_to_stop)):  # every rank stops after the same epoch
-                break
+        # the epochs' large temporaries reuse freed heap memory, handed back to the OS after the last one
+        with reuse_freed_memory(cfg.reuse_memory):
+            for epoch in bar:
+                epoch_metrics = self._run(model, step_model, layout, scale, epoch, group)
+                if val is not None:
+                    epoch_metrics.update(group.from_main(lambda: model.validation_metrics(fit_part, val, device)))
+                if self.scheduler is not None:
+                    self.scheduler.step()
+                self.epoch = epoch + 1
+                stop = self._early_stop(model, epoch_metrics)
+                self.history.append(epoch_metrics)
+                bar.set_postfix({k: f"{epoch_metrics[k]:.4g}" for k in ("loss_per_rating", self.monitor) if k in epoch_metrics})
+                log.debug("epoch %d: %s", self.epoch, epoch_metrics)
+                asked_to_stop = [callback(self.epoch, epoch_metrics, model) is True for callback in self.callbacks]
+                if group.any(stop or any(asked_to_stop)):  # every rank stops after the same epoch
+                    break
         bar.close()
         if cfg.restore_best and self.best["state"] is not None and self.best["epoch"] != self.epoch:
             model.load_state_dict(self.best["state"])
@@ -235,8 +236,9 @@ class Trainer:
         layout = self._layout(model, train, device, group)
         model.count_rows(train, device)
         _, scale = self._steps(layout, group)
-        for extra in range(self.config.fold_back):
-            metrics = self._run(model, step_model, layout, scale, self.epoch + extra, group)
+        with reuse_freed_memory(self.config.reuse_memory):
+            for extra in range(self.config.fold_back):
+                metrics = self._run(model, step_model, layout, scale, self.epoch + extra, group)
         log.info("folded the validation slice back in: %d more epoch(s) over all %d ratings in %.2f s (J per rating %.5g)",
                  self.config.fold_back, layout.n_ratings, time.perf_counter() - start, metrics["loss_per_rating"])
 
