@@ -72,7 +72,7 @@ def reuse_freed_memory(enabled: bool = True) -> Iterator[bool]:
         if _depth == 0:
             libc.mallopt(M_MMAP_MAX, 0)
             libc.mallopt(M_TRIM_THRESHOLD, KEEP_EVERYTHING)
-            log.debug("large tensors reuse freed heap memory until the fit ends")
+            log.debug("large tensors reuse freed heap memory until the policy ends")
         _depth += 1
     try:
         yield True

@@ -108,10 +108,13 @@ def test_autograd_equals_the_notes_gradients(layout: str, biased: bool) -> None:
 
 
 @pytest.mark.parametrize("w0", [None, 0.05])
-def test_dense_and_index_layouts_agree(w0: float | None) -> None:
-    """Same J, same data/reg split and same gradients, also for the weighted mask's closed form."""
+@pytest.mark.parametrize("row_weights", [False, True])
+def test_dense_and_index_layouts_agree(w0: float | None, row_weights: bool) -> None:
+    """Same J, same data/reg split and same gradients, also for the weighted mask's closed form
+    (whose unweighted factor penalty the index layout takes as Gramian traces) and count-scaled rows."""
     Y, theta, x, b_u, b_i, mean = random_problem(seed=11, n_users=9, n_items=6, k=4)
-    pen = Penalty(LAM, LAM, LAM_B)
+    R = ~np.isnan(Y)
+    pen = Penalty(LAM, LAM, LAM_B, *((torch.tensor(R.sum(1) ** 0.5), torch.tensor(R.sum(0) ** 0.5)) if row_weights else ()))
     fd, fi = leaf_factors(theta, x, b_u, b_i, mean), leaf_factors(theta, x, b_u, b_i, mean)
     dense = dense_loss(fd, pen, *dense_inputs(Y), w0=w0)
     index = index_loss(fi, pen, *index_inputs(Y), w0=w0)

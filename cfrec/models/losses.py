@@ -23,7 +23,7 @@ exactly (rows without any rating sit at their optimum 0 in the index layout).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -56,17 +56,8 @@ class Factors:
     def augmented(self, align: int = 1) -> tuple[Tensor, Tensor]:
         """(Θ̃, X̃) with θ̃ᵀx̃ = the full prediction, shapes (n_users, k') and (n_items, k'); with
         ``align``, zero columns pad k' to a multiple of it (the prediction is the same)."""
-        users, items = [self.theta], [self.x]
-        if self.biased:
-            users += [(self.user_bias + self.mean)[:, None], torch.ones_like(self.user_bias)[:, None]]
-            items += [torch.ones_like(self.item_bias)[:, None], self.item_bias[:, None]]
-        pad = -sum(column.shape[1] for column in users) % align
-        if pad:
-            users.append(self.theta.new_zeros(self.theta.shape[0], pad))
-            items.append(self.x.new_zeros(self.x.shape[0], pad))
-        if len(users) == 1:
-            return self.theta, self.x
-        return torch.cat(users, dim=1), torch.cat(items, dim=1)  # (n_users, k'), (n_items, k')
+        pad = -(self.theta.shape[1] + (2 if self.biased else 0)) % align
+        return augment_users(self.theta, self.user_bias, self.mean, pad), augment_items(self.x, self.item_bias, pad)
 
 
 @dataclass(frozen=True)
@@ -217,7 +208,7 @@ GEMM_ALIGN = 8  # MKL's (rows × k') @ (k' × k') at 162,540 rows: 57.8 ms at k'
 def weighted_mask_terms(f: Factors, pen: Penalty, pattern: BatchRows, targets: Tensor, w0: float, fraction: float) -> LossTerms:
     """The weighted mask's J on a batch scored over whole tables (`index_loss` with ``w0``): `WeightedCells`
     for the data term and, where the penalty is unweighted, the factors' share of it as Gramian traces;
-    row-weighted penalties (n^α) and the biases' take `RowPenalty`."""
+    the rest (row-weighted penalties, n^α, and the biases') through `_penalty`."""
     theta_aug, x_aug = f.augmented(align=GEMM_ALIGN)
     k = f.theta.shape[1]
     ridge_user, ridge_item = theta_aug.new_zeros(theta_aug.shape[1]), x_aug.new_zeros(x_aug.shape[1])  # (k',) each
@@ -225,15 +216,10 @@ def weighted_mask_terms(f: Factors, pen: Penalty, pattern: BatchRows, targets: T
         ridge_user[:k] = pen.l2_user * fraction
     if pen.item_weight is None:
         ridge_item[:k] = pen.l2_item * fraction
-    data, reg = WeightedCells.apply(theta_aug, x_aug, targets, pattern, w0, fraction, ridge_user, ridge_item)
-    user_share, item_share = _weighted(fraction, pen.user_weight), _weighted(fraction, pen.item_weight)
-    if pen.user_weight is not None:
-        reg = reg + _row_penalty(f.theta, pen.l2_user, user_share)
-    if pen.item_weight is not None:
-        reg = reg + _row_penalty(f.x, pen.l2_item, item_share)
-    if f.biased and pen.l2_bias:
-        reg = reg + _row_penalty(f.user_bias, pen.l2_bias, user_share) + _row_penalty(f.item_bias, pen.l2_bias, item_share)
-    return LossTerms(data, reg)
+    data, traced = WeightedCells.apply(theta_aug, x_aug, targets, pattern, w0, fraction, ridge_user, ridge_item)
+    rest = replace(pen, l2_user=0.0 if pen.user_weight is None else pen.l2_user,  # what the traces did not take
+                   l2_item=0.0 if pen.item_weight is None else pen.l2_item)
+    return LossTerms(data, traced + _penalty(rest, f.theta, f.x, f.user_bias, f.item_bias, fraction, fraction))
 
 
 class WeightedCells(torch.autograd.Function):
@@ -296,18 +282,25 @@ def share_penalty(f: Factors, pen: Penalty, batch) -> Tensor:
     return triple_penalty(f, pen, batch.users, batch.items, batch.user_share, batch.item_share, batch.fraction)
 
 
-def augment_users(theta: Tensor, user_bias: Tensor | None, mean: Tensor | None) -> Tensor:
-    """θ̃ rows [θ, b_u + μ, 1] (plain θ without biases), as `Factors.augmented` builds them."""
+def augment_users(theta: Tensor, user_bias: Tensor | None, mean: Tensor | None, pad: int = 0) -> Tensor:
+    """θ̃ rows [θ, b_u + μ, 1] (plain θ without biases), then ``pad`` zero columns."""
     if user_bias is None:
-        return theta
-    return torch.cat([theta, (user_bias + mean)[:, None], torch.ones_like(user_bias)[:, None]], dim=1)
+        return _padded([theta], pad)
+    return _padded([theta, (user_bias + mean)[:, None], torch.ones_like(user_bias)[:, None]], pad)
 
 
-def augment_items(x: Tensor, item_bias: Tensor | None) -> Tensor:
-    """x̃ rows [x, 1, b_i] (plain x without biases)."""
+def augment_items(x: Tensor, item_bias: Tensor | None, pad: int = 0) -> Tensor:
+    """x̃ rows [x, 1, b_i] (plain x without biases), then ``pad`` zero columns."""
     if item_bias is None:
-        return x
-    return torch.cat([x, torch.ones_like(item_bias)[:, None], item_bias[:, None]], dim=1)
+        return _padded([x], pad)
+    return _padded([x, torch.ones_like(item_bias)[:, None], item_bias[:, None]], pad)
+
+
+def _padded(columns: list[Tensor], pad: int) -> Tensor:
+    """``columns`` side by side, then ``pad`` zero columns, in one copy (none for a lone table)."""
+    if pad:
+        columns = [*columns, columns[0].new_zeros(columns[0].shape[0], pad)]
+    return columns[0] if len(columns) == 1 else torch.cat(columns, dim=1)
 
 
 def sparse_index_loss(
