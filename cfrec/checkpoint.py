@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "cfrec.model"
 VERSION = 1
+TRAIN_STATE_VERSION = 2  # 2: a preference head trains as packed tables (pref_users, pref_items)
 TENSORS, META = "model.pt", "model.json"
 TRAIN_STATE, TRAIN_STATE_FORMAT = "train_state.pt", "cfrec.train_state"
 
@@ -198,7 +199,7 @@ def save_train_state(folder: str | Path, trainer_state: dict[str, Any], meta: di
     ``train_state.pt`` refers to them by name and ``model.pt``'s checksum.
     """
     path = Path(folder) / TRAIN_STATE
-    save_tensors(path, {"format": TRAIN_STATE_FORMAT, "version": VERSION, "meta": meta, "trainer": trainer_state})
+    save_tensors(path, {"format": TRAIN_STATE_FORMAT, "version": TRAIN_STATE_VERSION, "meta": meta, "trainer": trainer_state})
     return path
 
 
@@ -237,6 +238,7 @@ def _read_train_state(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: unreadable or not a plain-tensor training state ({err})") from None
     if not isinstance(saved, dict) or saved.get("format") != TRAIN_STATE_FORMAT:
         raise CheckpointError(f"{path}: not a {TRAIN_STATE_FORMAT} file")
-    if saved.get("version") != VERSION:
-        raise CheckpointError(f"{path}: training state version {saved.get('version')!r}, this cfrec reads {VERSION}")
+    if saved.get("version") != TRAIN_STATE_VERSION:
+        raise CheckpointError(f"{path}: training state version {saved.get('version')!r}, this cfrec reads "
+                              f"{TRAIN_STATE_VERSION}; train again instead of resuming")
     return saved

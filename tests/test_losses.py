@@ -14,6 +14,9 @@ from cfrec.models.losses import (
     WeightedCells,
     dense_loss,
     index_loss,
+    pack_head,
+    packed_factors,
+    unpack_head,
 )
 from cfrec.train.batches import DenseLayout, IndexLayout
 from cfrec.train.sparse import table_rows
@@ -257,6 +260,31 @@ def test_augmented_factors_pad_to_the_alignment_without_changing_a_prediction(al
     assert theta_aug.shape[1] == x_aug.shape[1] and theta_aug.shape[1] % align == 0 and theta_aug.shape[1] - 7 < align
     want = f.theta @ f.x.T + f.mean + f.user_bias[:, None] + f.item_bias[None, :]
     torch.testing.assert_close(theta_aug @ x_aug.T, want)
+
+
+@pytest.mark.parametrize("row_weights", [False, True])
+def test_a_packed_head_gives_the_loss_and_gradients_of_its_four_tensors(row_weights: bool) -> None:
+    """A head stored as its augmented tables (μ = 0) scores from them with no copy, traces its bias
+    penalty, and hands each of φ, z, c, d the gradient it would get as a separate tensor; its
+    columns of ones and zero padding get none."""
+    Y, theta, x, b_u, b_i, _ = random_problem(seed=13, n_users=9, n_items=6, k=5)
+    R = ~np.isnan(Y)
+    pen = Penalty(LAM, LAM, LAM_B, *((torch.tensor(R.sum(1) ** 0.5), torch.tensor(R.sum(0) ** 0.5)) if row_weights else ()))
+    separate = leaf_factors(theta, x, b_u, b_i, 0.0)
+    tables = [t.detach().requires_grad_() for t in pack_head(*(torch.tensor(a) for a in (theta, x, b_u, b_i)))]
+    assert tables[0].shape[1] == 8  # k + 2 = 7, padded to GEMM_ALIGN
+    packed = packed_factors(*tables, rank=5)
+    assert packed.augmented(align=8)[0] is tables[0] and packed.augmented()[0].shape[1] == 7
+    want = index_loss(separate, pen, *index_inputs(Y), w0=0.2, fraction=0.6)
+    got = index_loss(packed, pen, *index_inputs(Y), w0=0.2, fraction=0.6)
+    assert got.data.item() == pytest.approx(want.data.item(), rel=1e-12)
+    assert got.reg.item() == pytest.approx(want.reg.item(), rel=1e-12)
+    want.total.backward()
+    got.total.backward()
+    grad_users, grad_items = tables[0].grad, tables[1].grad
+    for mine, theirs in zip(unpack_head(grad_users, grad_items, 5), grads(separate)):
+        np.testing.assert_allclose(mine.numpy(), theirs, rtol=1e-10, atol=1e-12)
+    assert not grad_users[:, 6:].any() and not grad_items[:, [5, 7]].any()
 
 
 @pytest.mark.parametrize("share", ["float", "tensor"])

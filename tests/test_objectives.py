@@ -201,6 +201,38 @@ def test_joint_folds_in_both_heads(split) -> None:
         CollaborativeFiltering(rank=2, objective="bpr").fit(split.train, {"epochs": 1}).fold_in([1], [4.0])
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "sparse_adam", "als"])
+def test_joint_preference_head_trains_packed_and_saves_its_four_tensors(split, optimizer: str) -> None:
+    """The preference head trains as two augmented tables whose ones and zero padding stay fixed
+    (adamw's weight decay included); `state` saves φ, z and the biases by name, and `load_state`
+    packs them again into a model that scores and predicts the same."""
+    options = {"epochs": 2, "progress": False, "optimizer": optimizer}
+    if optimizer == "adamw":
+        options["weight_decay"] = 0.5
+    model = CollaborativeFiltering(rank=4, objective={"name": "joint", "rank": 5}).fit(split.train, options)
+    users, items = model.pref_users.detach(), model.pref_items.detach()
+    assert users.shape == (split.train.n_users, 8) and items.shape == (split.train.n_items, 8)
+    assert bool((users[:, 6] == 1).all() and (items[:, 5] == 1).all())
+    assert not users[:, 7:].any() and not items[:, 7:].any()
+    assert users[:, 5].abs().sum() > 0 and items[:, 6].abs().sum() > 0  # the biases trained
+    f = model.preference_factors()
+    assert f.theta.data_ptr() == users.data_ptr() and f.augmented(align=8)[1] is model.pref_items
+
+    state = model.state()
+    assert {"pref_theta", "pref_x", "pref_user_bias", "pref_item_bias"} <= set(state)
+    assert not {"pref_users", "pref_items"} & set(state)
+    torch.testing.assert_close(state["pref_user_bias"], users[:, 5])
+    loaded = CollaborativeFiltering(rank=4, objective={"name": "joint", "rank": 5}).load_state(state)
+    loaded.restore_shape(model.shape_meta())
+    codes = torch.arange(6)
+    torch.testing.assert_close(loaded.score(codes), model.score(codes))
+    torch.testing.assert_close(loaded.predict(codes, codes), model.predict(codes, codes))
+
+    state["pref_theta"] = state["pref_theta"][:, :3]
+    with pytest.raises(ValueError, match=r"pref_theta \(\d+, 3\).*objective.rank = 5"):
+        CollaborativeFiltering(rank=4, objective={"name": "joint", "rank": 5}).load_state(state)
+
+
 def test_unbiased_model_falls_back_to_its_global_mean(split, tmp_path) -> None:
     model = CollaborativeFiltering(rank=3, bias=False, objective="squared").fit(split.train, {"epochs": 2, "val_fraction": 0})
     save_model(model, split.train, tmp_path)

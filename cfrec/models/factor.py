@@ -23,7 +23,7 @@ from cfrec.errors import ConfigError
 from cfrec.models.base import Recommender, as_codes
 from cfrec.models.baseline import baseline_fallback, fit_biases
 from cfrec.models.foldin import FoldedUsers, solve_users
-from cfrec.models.losses import Factors, LossTerms, Penalty
+from cfrec.models.losses import Factors, LossTerms, Penalty, pack_head, packed_factors, unpack_head
 from cfrec.objectives import NotSupported, Objective, make_objective
 from cfrec.train.batches import Batch, IndexBatch
 from cfrec.train.config import TrainConfig
@@ -36,7 +36,8 @@ class FactorModel(Recommender, nn.Module):
     """Shared core of `CollaborativeFiltering` and `ContentBased`.
 
     The parameters are a *rating head* (θ, the item side x, μ, b_u, b_i) and, where the
-    objective asks for one (``joint``), a *preference head* (φ, z, c_u, d_i). The `Objective`
+    objective asks for one (``joint``), a *preference head* (φ, z, c_u, d_i), stored packed as the
+    augmented tables its steps multiply (`pack_head`) and saved as its four tensors. The `Objective`
     decides how they are trained and what the scores mean; this class does the arithmetic.
     Users or items without a training rating have zero vectors and bias 0, J's own optimum for
     them, so they predict μ + b_u (or μ + b_i): the bias baseline, or the global mean.
@@ -76,8 +77,7 @@ class FactorModel(Recommender, nn.Module):
             self.register_parameter("item_bias", None)
         self.register_buffer("mean", torch.zeros(()))
         if self.objective.preference_head:
-            for name in PREFERENCE_HEAD:
-                setattr(self, name, nn.Parameter(torch.zeros(0)))
+            self.pref_users, self.pref_items = nn.Parameter(torch.zeros(0, 0)), nn.Parameter(torch.zeros(0, 0))
         self.history: list[dict[str, float]] = []  # per-epoch metrics of the last fit
         self.final_validation: dict[str, float] = {}  # val_* of the returned model where `finish` changed it
         self._sparse: SparseSteps | None = None  # row-sparse training steps (train.optimizer: sparse_adam)
@@ -218,9 +218,19 @@ class FactorModel(Recommender, nn.Module):
         phi = torch.randn(train.n_users, rank, generator=generator) * self.init_scale
         z = torch.randn(train.n_items, rank, generator=generator) * self.init_scale
         phi[torch.as_tensor(users)], z[torch.as_tensor(items)] = 0.0, 0.0
-        self.pref_theta, self.pref_x = nn.Parameter(phi), nn.Parameter(z)
-        self.pref_user_bias = nn.Parameter(torch.zeros(train.n_users))
-        self.pref_item_bias = nn.Parameter(torch.zeros(train.n_items))
+        self._set_preference_head(phi, z, torch.zeros(train.n_users), torch.zeros(train.n_items))
+
+    def _set_preference_head(self, phi: Tensor, z: Tensor, user_bias: Tensor, item_bias: Tensor) -> None:
+        self.pref_users, self.pref_items = (nn.Parameter(t) for t in pack_head(phi, z, user_bias, item_bias))
+
+    def after_step(self) -> None:
+        """Called after every optimizer step: a packed head's fixed columns (its ones, then its zero
+        padding) hold 1 and 0 again. Their gradient is 0, but ``weight_decay`` would shrink the ones."""
+        if self.has_preference_head:
+            k = self.objective.rank
+            with torch.no_grad():
+                self.pref_users[:, k + 1], self.pref_users[:, k + 2:] = 1.0, 0.0
+                self.pref_items[:, k], self.pref_items[:, k + 2:] = 1.0, 0.0
 
     def factors(self) -> Factors:
         """The rating head's tensors (the only head of single-head objectives)."""
@@ -232,9 +242,8 @@ class FactorModel(Recommender, nn.Module):
         return Penalty(self.l2, self.l2_item, self.l2_bias if self.use_bias else 0.0, *self._row_weights)
 
     def preference_factors(self) -> Factors:
-        """The preference head's tensors (objectives with ``preference_head``)."""
-        zero = self.mean.new_zeros(())
-        return Factors(self.pref_theta, self.pref_x, zero, self.pref_user_bias, self.pref_item_bias)
+        """The preference head's tensors (objectives with ``preference_head``): views of its packed tables."""
+        return packed_factors(self.pref_users, self.pref_items, self.objective.rank)
 
     def preference_penalty(self) -> Penalty:
         """The preference head's penalty: its objective's λ and λ_b, rows weighted n^α as in the last fit."""
@@ -381,22 +390,39 @@ class FactorModel(Recommender, nn.Module):
 
     # -- plain-tensor state ---------------------------------------------------------------
     def state(self) -> dict[str, Tensor]:
-        return {name: t.detach().cpu().clone() for name, t in self.state_dict().items()}
+        """The parameters and buffers by name; a preference head as its four tensors (`PREFERENCE_HEAD`),
+        not as the packed tables it trains in."""
+        state = {name: t.detach().cpu().clone() for name, t in self.state_dict().items() if name not in PACKED_HEAD}
+        if self.has_preference_head:
+            head = unpack_head(self.pref_users.detach().cpu(), self.pref_items.detach().cpu(), self.objective.rank)
+            state.update(zip(PREFERENCE_HEAD, head))
+        return state
 
     def load_state(self, state: dict[str, Tensor]) -> FactorModel:
         """Restore ``state()`` (parameters take the stored shapes)."""
-        expected = set(self.state_dict())
+        expected = {name for name in self.state_dict() if name not in PACKED_HEAD}
+        expected |= set(PREFERENCE_HEAD) if self.has_preference_head else set()
         if set(state) != expected:
             raise KeyError(f"{type(self).__name__} state needs {sorted(expected)}, got {sorted(state)}")
         for name, tensor in state.items():
             if name in self._parameters:
                 self._parameters[name] = nn.Parameter(tensor.clone().to(self.device))
-            else:
+            elif name in self._buffers:
                 self._buffers[name] = tensor.clone().to(self.device)
+        if self.has_preference_head:
+            phi, z, user_bias, item_bias = (state[name].to(self.device) for name in PREFERENCE_HEAD)
+            if phi.dim() != 2 or z.dim() != 2 or phi.shape[1] != self.objective.rank or z.shape[1] != phi.shape[1]:
+                raise ValueError(f"{type(self).__name__}: pref_theta {tuple(phi.shape)} and pref_x {tuple(z.shape)} "
+                                 f"must have objective.rank = {self.objective.rank} columns")
+            if user_bias.shape != phi.shape[:1] or item_bias.shape != z.shape[:1]:
+                raise ValueError(f"{type(self).__name__}: pref_user_bias {tuple(user_bias.shape)} and pref_item_bias "
+                                 f"{tuple(item_bias.shape)} must match pref_theta's and pref_x's rows")
+            self._set_preference_head(phi, z, user_bias, item_bias)
         return self
 
 
-PREFERENCE_HEAD = ("pref_theta", "pref_x", "pref_user_bias", "pref_item_bias")
+PREFERENCE_HEAD = ("pref_theta", "pref_x", "pref_user_bias", "pref_item_bias")  # its saved tensors
+PACKED_HEAD = ("pref_users", "pref_items")  # its parameters while it lives in a model
 
 
 def count_weights(counts: np.ndarray, exponent: float, device: torch.device | str) -> Tensor:

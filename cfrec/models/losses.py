@@ -23,7 +23,7 @@ exactly (rows without any rating sit at their optimum 0 in the index layout).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -48,6 +48,7 @@ class Factors:
     mean: Tensor | None = None  # () global mean μ
     user_bias: Tensor | None = None  # (n_users,)
     item_bias: Tensor | None = None  # (n_items,)
+    packed: tuple[Tensor, Tensor] | None = None  # the stored Θ̃, X̃ the fields above are views of (`pack_head`)
 
     @property
     def biased(self) -> bool:
@@ -55,8 +56,11 @@ class Factors:
 
     def augmented(self, align: int = 1) -> tuple[Tensor, Tensor]:
         """(Θ̃, X̃) with θ̃ᵀx̃ = the full prediction, shapes (n_users, k') and (n_items, k'); with
-        ``align``, zero columns pad k' to a multiple of it (the prediction is the same)."""
+        ``align``, zero columns pad k' to a multiple of it (the prediction is the same). A packed
+        head of that width hands over its stored tables, with no copy."""
         pad = -(self.theta.shape[1] + (2 if self.biased else 0)) % align
+        if self.packed is not None and self.packed[0].shape[1] == self.theta.shape[1] + 2 + pad:
+            return self.packed
         return augment_users(self.theta, self.user_bias, self.mean, pad), augment_items(self.x, self.item_bias, pad)
 
 
@@ -207,18 +211,24 @@ GEMM_ALIGN = 8  # MKL's (rows × k') @ (k' × k') at 162,540 rows: 57.8 ms at k'
 
 def weighted_mask_terms(f: Factors, pen: Penalty, pattern: BatchRows, targets: Tensor, w0: float, fraction: float) -> LossTerms:
     """The weighted mask's J on a batch scored over whole tables (`index_loss` with ``w0``): `WeightedCells`
-    for the data term and, where the penalty is unweighted, the factors' share of it as Gramian traces;
-    the rest (row-weighted penalties, n^α, and the biases') through `_penalty`."""
+    for the data term and, where the penalty is unweighted, the factors' share of it as Gramian traces
+    (a packed head's biases' too: its bias columns hold the biases alone, μ being 0); the rest
+    (row-weighted penalties, n^α, and a built table's biases) through `_penalty`."""
     theta_aug, x_aug = f.augmented(align=GEMM_ALIGN)
-    k = f.theta.shape[1]
+    k, packed = f.theta.shape[1], f.packed is not None and theta_aug is f.packed[0]
+    traced_bias = packed and pen.user_weight is None and pen.item_weight is None
     ridge_user, ridge_item = theta_aug.new_zeros(theta_aug.shape[1]), x_aug.new_zeros(x_aug.shape[1])  # (k',) each
     if pen.user_weight is None:
         ridge_user[:k] = pen.l2_user * fraction
     if pen.item_weight is None:
         ridge_item[:k] = pen.l2_item * fraction
-    data, traced = WeightedCells.apply(theta_aug, x_aug, targets, pattern, w0, fraction, ridge_user, ridge_item)
-    rest = replace(pen, l2_user=0.0 if pen.user_weight is None else pen.l2_user,  # what the traces did not take
-                   l2_item=0.0 if pen.item_weight is None else pen.l2_item)
+    if traced_bias:  # θ̃'s column k is b_u, x̃'s column k + 1 is b_i
+        ridge_user[k], ridge_item[k + 1] = pen.l2_bias * fraction, pen.l2_bias * fraction
+    constant = (k + 1, k) if packed else None  # a packed head's columns of ones stay 1
+    data, traced = WeightedCells.apply(theta_aug, x_aug, targets, pattern, w0, fraction, ridge_user, ridge_item, constant)
+    rest = Penalty(0.0 if pen.user_weight is None else pen.l2_user,  # what the traces did not take
+                   0.0 if pen.item_weight is None else pen.l2_item,
+                   0.0 if traced_bias else pen.l2_bias, pen.user_weight, pen.item_weight)
     return LossTerms(data, traced + _penalty(rest, f.theta, f.x, f.user_bias, f.item_bias, fraction, fraction))
 
 
@@ -232,18 +242,20 @@ class WeightedCells(torch.autograd.Function):
     The rated cells are scored from the augmented tables (`sampled_dots`), biases included; the
     backward writes each table's gradient once: the rated cells' embedding bags, then the Gramian
     product added in place (Θ̃ (g w₀ fraction G_X + g' diag d)), where separate autograd terms would
-    each return a whole-table gradient to be summed. Differentiable once."""
+    each return a whole-table gradient to be summed. ``constant`` (user column, item column) names
+    columns that are inputs, not parameters (a packed head's ones): their gradient is 0.
+    Differentiable once."""
 
     @staticmethod
     def forward(ctx, theta_aug: Tensor, x_aug: Tensor, targets: Tensor, rows: BatchRows, w0: float,  # type: ignore[override]
-                fraction: float, ridge_theta: Tensor, ridge_x: Tensor):
+                fraction: float, ridge_theta: Tensor, ridge_x: Tensor, constant: tuple[int, int] | None = None):
         gram_theta, gram_x = theta_aug.T @ theta_aug, x_aug.T @ x_aug  # (k', k') each
         pred = sampled_dots(theta_aug, x_aug, rows)  # (n,)
         err = pred - targets
         data = 0.5 * (torch.dot(err, err) - w0 * torch.dot(pred, pred) + w0 * fraction * torch.dot(gram_theta.view(-1), gram_x.view(-1)))
         ridge = 0.5 * (torch.dot(ridge_theta, gram_theta.diagonal()) + torch.dot(ridge_x, gram_x.diagonal()))
         ctx.save_for_backward(theta_aug, x_aug, gram_theta, gram_x, err - w0 * pred, ridge_theta, ridge_x)
-        ctx.rows, ctx.scale = rows, w0 * fraction
+        ctx.rows, ctx.scale, ctx.constant = rows, w0 * fraction, constant
         return data, ridge
 
     @staticmethod
@@ -256,7 +268,11 @@ class WeightedCells(torch.autograd.Function):
             grad_theta.addmm_(theta_aug, grad_data * ctx.scale * gram_x + torch.diag(grad_ridge * ridge_theta))
         if needed[1]:
             grad_x.addmm_(x_aug, grad_data * ctx.scale * gram_theta + torch.diag(grad_ridge * ridge_x))
-        return grad_theta, grad_x, None, None, None, None, None, None
+        if ctx.constant is not None:
+            for grad, column in zip((grad_theta, grad_x), ctx.constant):
+                if grad is not None:
+                    grad[:, column] = 0.0
+        return grad_theta, grad_x, None, None, None, None, None, None, None
 
 
 def triple_penalty(
@@ -296,6 +312,26 @@ def augment_items(x: Tensor, item_bias: Tensor | None, pad: int = 0) -> Tensor:
     return _padded([x, torch.ones_like(item_bias)[:, None], item_bias[:, None]], pad)
 
 
+def pack_head(theta: Tensor, x: Tensor, user_bias: Tensor, item_bias: Tensor) -> tuple[Tensor, Tensor]:
+    """A head without μ stored as its augmented tables, k' a multiple of `GEMM_ALIGN`: rows
+    [θ_u, b_u, 1, 0…] and [x_i, 1, b_i, 0…]. Its weighted-mask steps then use them as they are,
+    with no table built per step (`packed_factors` gives the head's views of them)."""
+    pad = -(theta.shape[1] + 2) % GEMM_ALIGN
+    return augment_users(theta, user_bias, user_bias.new_zeros(()), pad), augment_items(x, item_bias, pad)
+
+
+def packed_factors(users: Tensor, items: Tensor, rank: int) -> Factors:
+    """The `Factors` of a head stored by `pack_head`: views of its tables (their gradients reach them)."""
+    return Factors(users[:, :rank], items[:, :rank], users.new_zeros(()), users[:, rank], items[:, rank + 1],
+                   packed=(users, items))
+
+
+def unpack_head(users: Tensor, items: Tensor, rank: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(θ, x, b_u, b_i) of `pack_head`'s tables, as contiguous copies."""
+    return (users[:, :rank].contiguous(), items[:, :rank].contiguous(), users[:, rank].contiguous(),
+            items[:, rank + 1].contiguous())
+
+
 def _padded(columns: list[Tensor], pad: int) -> Tensor:
     """``columns`` side by side, then ``pad`` zero columns, in one copy (none for a lone table)."""
     if pad:
@@ -323,21 +359,16 @@ def sparse_index_loss(
     any rating (``orphans``: user and item codes) are in no batch but in that sum: every batch
     carries them with its share of all ratings, as the dense closed form does every row.
     """
-    theta, x = take_rows(f.theta, rows.users), take_rows(f.x, rows.items)  # (m_u, k), (m_i, k)
+    theta, x, user_bias, item_bias = _gathered(f, rows.users, rows.items)  # (m_u, k), (m_i, k), biases
     pred = pair_dots(theta, x, rows)  # (n,) user-major
-    user_bias = item_bias = None
     if f.biased:
-        user_bias, item_bias = take_rows(f.user_bias, rows.users), take_rows(f.item_bias, rows.items)
         pred = pred + f.mean + user_bias.index_select(0, rows.user_pos) + item_bias.index_select(0, rows.item_pos)
     err = pred - values.index_select(0, rows.order)  # (n,)
     data = 0.5 * torch.dot(err, err)
     blocks = [(rows.users, rows.items, theta, x, user_bias, item_bias, rows.user_share, rows.item_share)]
     if w0 is not None and orphans is not None and (len(orphans[0]) or len(orphans[1])):
         ou, oi = orphans
-        blocks.append((ou, oi, take_rows(f.theta, ou), take_rows(f.x, oi),
-                       None if f.user_bias is None else take_rows(f.user_bias, ou),
-                       None if f.item_bias is None else take_rows(f.item_bias, oi),
-                       rows.user_share.new_full((len(ou),), rows.fraction),
+        blocks.append((ou, oi, *_gathered(f, ou, oi), rows.user_share.new_full((len(ou),), rows.fraction),
                        rows.item_share.new_full((len(oi),), rows.fraction)))
     if w0 is not None:
         gram_theta, gram_x = gramians.current(*full_rows(f))
@@ -357,6 +388,19 @@ def sparse_index_loss(
         reg = reg + _penalty(Penalty(pen.l2_user, pen.l2_item, pen.l2_bias, user_weight, item_weight),
                              b_theta, b_x, b_ub, b_ib, su, si)
     return LossTerms(data, reg)
+
+
+def _gathered(f: Factors, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """(θ, x, b_u, b_i) at rows ``users`` and ``items`` through `take_rows`, sparse gradients over them;
+    a packed head's two tables are gathered once each."""
+    if f.packed is not None:
+        k = f.theta.shape[1]
+        user_rows, item_rows = take_rows(f.packed[0], users), take_rows(f.packed[1], items)
+        return user_rows[:, :k], item_rows[:, :k], user_rows[:, k], item_rows[:, k + 1]
+    theta, x = take_rows(f.theta, users), take_rows(f.x, items)
+    if not f.biased:
+        return theta, x, None, None
+    return theta, x, take_rows(f.user_bias, users), take_rows(f.item_bias, items)
 
 
 def full_rows(f: Factors):

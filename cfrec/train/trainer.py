@@ -69,6 +69,9 @@ class Trainable(Protocol):
         """After the last epoch (and ``restore_best``): fit what is not trained by the loop, e.g. the
         neighbourhood blend's weight on ``val`` (`cfrec.models.blend`)."""
 
+    def after_step(self) -> None:
+        """After every optimizer step: restore what the parameters hold fixed (a packed head's ones)."""
+
     def parameters(self): ...
 
     def state_dict(self) -> dict[str, Tensor]: ...
@@ -159,6 +162,8 @@ class Trainer:
         self.model = model
         step_model = group.wrap(model)
         self.optimizer = self._make_optimizer(model)
+        if self.optimizer is not None:
+            self.optimizer.register_step_post_hook(lambda *_: model.after_step())
         self.scheduler = self._make_scheduler(self.optimizer)
         if self._resume is not None:
             self._apply_resume(model, self._resume)
