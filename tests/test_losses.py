@@ -10,6 +10,7 @@ from cfrec.data import Ratings
 from cfrec.models.losses import (
     Factors,
     Penalty,
+    RatedCells,
     RowPenalty,
     WeightedCells,
     dense_loss,
@@ -249,6 +250,25 @@ def test_weighted_cells_refuse_a_second_derivative() -> None:
     grad_theta, _ = torch.autograd.grad(data, (theta, x), create_graph=True)
     with pytest.raises(RuntimeError, match="does not require grad|differentiable"):
         torch.autograd.grad(grad_theta.sum(), theta)
+
+
+def test_rated_cells_value_and_gradient_match_brute_force() -> None:
+    """The rated cells' dots and the row-weighted penalty beside them, against plain autograd."""
+    theta, x, users, items, _, _, _ = weighted_cells_problem(ridge=False)
+    gen = torch.Generator().manual_seed(4)
+    d, e = torch.rand(7, dtype=torch.float64, generator=gen), torch.rand(5, dtype=torch.float64, generator=gen)
+    pattern = table_rows(users, items, None, None, 1.0, 7, 5)
+    dots, ridge = RatedCells.apply(theta, x, pattern, d, e)
+    torch.testing.assert_close(dots, (theta[users] * x[items]).sum(dim=1)[pattern.order])
+    brute_ridge = 0.5 * ((theta**2).sum(dim=1) @ d + (x**2).sum(dim=1) @ e)
+    torch.testing.assert_close(ridge, brute_ridge)
+    weights = torch.linspace(-1, 2, len(dots), dtype=torch.float64)
+
+    def terms(t, y):
+        out, reg = RatedCells.apply(t, y, pattern, d, e)
+        return out @ weights + 1.7 * reg
+
+    assert torch.autograd.gradcheck(terms, (theta.detach().requires_grad_(), x.detach().requires_grad_()))
 
 
 @pytest.mark.parametrize("align", [1, 8, 16])
