@@ -130,6 +130,19 @@ def test_dense_and_index_layouts_agree(w0: float | None, row_weights: bool) -> N
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("w0", [None, 0.05])
+def test_a_batch_without_shares_carries_its_fraction_of_every_penalty(w0: float | None) -> None:
+    """Without per-triple shares (a full batch, or one rank's shard of it), every row's penalty is
+    the batch's ``fraction`` of J's: the factors' and the biases' alike."""
+    Y, theta, x, b_u, b_i, mean = random_problem(seed=17)
+    pen = Penalty(LAM, LAM, LAM_B)
+    whole = index_loss(leaf_factors(theta, x, b_u, b_i, mean), pen, *index_inputs(Y), w0=w0)
+    part = index_loss(leaf_factors(theta, x, b_u, b_i, mean), pen, *index_inputs(Y), w0=w0, fraction=0.4)
+    assert part.reg.item() == pytest.approx(0.4 * whole.reg.item(), rel=1e-12)
+    if w0 is None:
+        assert part.data.item() == pytest.approx(whole.data.item(), rel=1e-12)
+
+
 def test_weighted_mask_is_the_weighted_sum_over_all_cells() -> None:
     Y, theta, x, b_u, b_i, mean = random_problem(seed=5)
     w0 = 0.2

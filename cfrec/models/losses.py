@@ -211,7 +211,7 @@ def index_loss(
 
 def _ridge(l2: float, share: Tensor | float, weight: Tensor | None, table: Tensor) -> Tensor:
     """(n,) each row's penalty weight l2 · share · weight for `RatedCells`."""
-    ridge = table.new_full((table.shape[0],), l2) if isinstance(share, float) else l2 * share
+    ridge = table.new_full((table.shape[0],), l2 * share) if isinstance(share, float) else l2 * share
     return ridge if weight is None else ridge * weight
 
 
