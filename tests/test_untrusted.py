@@ -397,6 +397,16 @@ def test_train_state_refers_to_model_pt_and_resumes_bit_identically(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("model.")) and a.keys() == b.keys()
 
 
+def test_a_training_state_from_another_version_is_refused_by_name(cf_run, tmp_path):
+    """Version 1 kept a preference head as four tensors; this cfrec trains it packed (version 2):
+    resuming from such a state says so instead of failing inside load_state_dict."""
+    folder = copy_run(cf_run, tmp_path / "run")
+    raw = torch.load(folder / TRAIN_STATE, weights_only=True)
+    torch.save({**raw, "version": 1}, folder / TRAIN_STATE)
+    with pytest.raises(CheckpointError, match=r"train_state.pt: training state version 1, this cfrec reads 2; train again"):
+        load_train_state(folder)
+
+
 def test_saving_the_model_again_keeps_the_training_state_usable(cf_run, tmp_path):
     folder = copy_run(cf_run, tmp_path / "run")
     before, _ = load_train_state(folder)
