@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "cfrec.model"
 VERSION = 1
-TRAIN_STATE_VERSION = 2  # 2: a preference head trains as packed tables (pref_users, pref_items)
+TRAIN_STATE_VERSION = 2  # 2: Adam's moments of a preference head are those of its packed tables
 TENSORS, META = "model.pt", "model.json"
 TRAIN_STATE, TRAIN_STATE_FORMAT = "train_state.pt", "cfrec.train_state"
 

@@ -17,7 +17,7 @@ from cfrec.models.losses import (
     index_loss,
     pack_head,
     packed_factors,
-    unpack_head,
+    packed_views,
 )
 from cfrec.train.batches import DenseLayout, IndexLayout
 from cfrec.train.sparse import table_rows
@@ -315,7 +315,7 @@ def test_a_packed_head_gives_the_loss_and_gradients_of_its_four_tensors(row_weig
     want.total.backward()
     got.total.backward()
     grad_users, grad_items = tables[0].grad, tables[1].grad
-    for mine, theirs in zip(unpack_head(grad_users, grad_items, 5), grads(separate)):
+    for mine, theirs in zip(packed_views(grad_users, grad_items, 5), grads(separate)):
         np.testing.assert_allclose(mine.numpy(), theirs, rtol=1e-10, atol=1e-12)
     assert not grad_users[:, 6:].any() and not grad_items[:, [5, 7]].any()
 

@@ -204,8 +204,8 @@ def test_joint_folds_in_both_heads(split) -> None:
 @pytest.mark.parametrize("optimizer", ["adamw", "sparse_adam", "als"])
 def test_joint_preference_head_trains_packed_and_saves_its_four_tensors(split, optimizer: str) -> None:
     """The preference head trains as two augmented tables whose ones and zero padding stay fixed
-    (adamw's weight decay included); `state` saves φ, z and the biases by name, and `load_state`
-    packs them again into a model that scores and predicts the same."""
+    (adamw's weight decay included); its state dict names φ, z and the biases, `load_state_dict`
+    packs them back in place, and `load_state` into a model that scores and predicts the same."""
     options = {"epochs": 2, "progress": False, "optimizer": optimizer}
     if optimizer == "adamw":
         options["weight_decay"] = 0.5
@@ -219,8 +219,14 @@ def test_joint_preference_head_trains_packed_and_saves_its_four_tensors(split, o
     assert f.theta.data_ptr() == users.data_ptr() and f.augmented(align=8)[1] is model.pref_items
 
     state = model.state()
-    assert {"pref_theta", "pref_x", "pref_user_bias", "pref_item_bias"} <= set(state)
-    assert not {"pref_users", "pref_items"} & set(state)
+    head = {"pref_theta", "pref_x", "pref_user_bias", "pref_item_bias"}
+    assert head <= set(state) and head <= set(model.state_dict())
+    assert not {"pref_users", "pref_items"} & (set(state) | set(model.state_dict()))
+    before = model.pref_users
+    model.pref_users.data.zero_()
+    model.load_state_dict({k: v for k, v in state.items() if not k.startswith("knn.")})  # in place, into the packed tables: the optimizer's parameters stay
+    assert model.pref_users is before and bool((model.pref_users[:, 6] == 1).all())
+    torch.testing.assert_close(model.pref_users.detach(), users)
     torch.testing.assert_close(state["pref_user_bias"], users[:, 5])
     loaded = CollaborativeFiltering(rank=4, objective={"name": "joint", "rank": 5}).load_state(state)
     loaded.restore_shape(model.shape_meta())

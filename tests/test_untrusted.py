@@ -387,7 +387,7 @@ def test_train_state_refers_to_model_pt_and_resumes_bit_identically(tmp_path):
     first, resumed, straight = tmp_path / "first", tmp_path / "resumed", tmp_path / "straight"
     run(config(*steady), first)
     raw = torch.load(first / TRAIN_STATE, weights_only=True)
-    assert raw["shared"]["file"] == TENSORS and "model.theta" in _markers(raw["trainer"])
+    assert raw["shared"]["file"] == TENSORS and {"model.theta", "model.pref_theta"} <= set(_markers(raw["trainer"]))
     state, _ = load_train_state(first)
     model_pt = torch.load(first / TENSORS, weights_only=True)
     assert isinstance(state["model"]["theta"], torch.Tensor) and state["model"]["theta"].shape == model_pt["model.theta"].shape

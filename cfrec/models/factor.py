@@ -23,7 +23,7 @@ from cfrec.errors import ConfigError
 from cfrec.models.base import Recommender, as_codes
 from cfrec.models.baseline import baseline_fallback, fit_biases
 from cfrec.models.foldin import FoldedUsers, solve_users
-from cfrec.models.losses import Factors, LossTerms, Penalty, pack_head, packed_factors, unpack_head
+from cfrec.models.losses import Factors, LossTerms, Penalty, pack_head, packed_factors, packed_views
 from cfrec.objectives import NotSupported, Objective, make_objective
 from cfrec.train.batches import Batch, IndexBatch
 from cfrec.train.config import TrainConfig
@@ -78,6 +78,8 @@ class FactorModel(Recommender, nn.Module):
         self.register_buffer("mean", torch.zeros(()))
         if self.objective.preference_head:
             self.pref_users, self.pref_items = nn.Parameter(torch.zeros(0, 0)), nn.Parameter(torch.zeros(0, 0))
+            self.register_state_dict_post_hook(_head_as_saved)
+            self.register_load_state_dict_pre_hook(_head_as_trained)
         self.history: list[dict[str, float]] = []  # per-epoch metrics of the last fit
         self.final_validation: dict[str, float] = {}  # val_* of the returned model where `finish` changed it
         self._sparse: SparseSteps | None = None  # row-sparse training steps (train.optimizer: sparse_adam)
@@ -390,18 +392,11 @@ class FactorModel(Recommender, nn.Module):
 
     # -- plain-tensor state ---------------------------------------------------------------
     def state(self) -> dict[str, Tensor]:
-        """The parameters and buffers by name; a preference head as its four tensors (`PREFERENCE_HEAD`),
-        not as the packed tables it trains in."""
-        state = {name: t.detach().cpu().clone() for name, t in self.state_dict().items() if name not in PACKED_HEAD}
-        if self.has_preference_head:
-            head = unpack_head(self.pref_users.detach().cpu(), self.pref_items.detach().cpu(), self.objective.rank)
-            state.update(zip(PREFERENCE_HEAD, head))
-        return state
+        return {name: t.detach().cpu().clone() for name, t in self.state_dict().items()}
 
     def load_state(self, state: dict[str, Tensor]) -> FactorModel:
         """Restore ``state()`` (parameters take the stored shapes)."""
-        expected = {name for name in self.state_dict() if name not in PACKED_HEAD}
-        expected |= set(PREFERENCE_HEAD) if self.has_preference_head else set()
+        expected = set(self.state_dict())
         if set(state) != expected:
             raise KeyError(f"{type(self).__name__} state needs {sorted(expected)}, got {sorted(state)}")
         for name, tensor in state.items():
@@ -421,8 +416,27 @@ class FactorModel(Recommender, nn.Module):
         return self
 
 
-PREFERENCE_HEAD = ("pref_theta", "pref_x", "pref_user_bias", "pref_item_bias")  # its saved tensors
-PACKED_HEAD = ("pref_users", "pref_items")  # its parameters while it lives in a model
+PREFERENCE_HEAD = ("pref_theta", "pref_x", "pref_user_bias", "pref_item_bias")  # its tensors in a state dict
+PACKED_HEAD = ("pref_users", "pref_items")  # its parameters: the augmented tables it trains in
+
+
+def _head_as_saved(model: FactorModel, state: dict[str, Tensor], prefix: str, _metadata) -> None:
+    """``state_dict`` post-hook: the packed preference head appears as its four tensors (views of the
+    tables), so a state dict names the same tensors whether or not the head is packed."""
+    users, items = (state.pop(prefix + name) for name in PACKED_HEAD)
+    if users.numel():
+        state.update((prefix + name, t) for name, t in zip(PREFERENCE_HEAD, packed_views(users, items, model.objective.rank)))
+    else:  # not fitted yet: empty placeholders
+        state.update((prefix + name, users.new_zeros((0, 0) if name in PREFERENCE_HEAD[:2] else (0,))) for name in PREFERENCE_HEAD)
+
+
+def _head_as_trained(model: FactorModel, state: dict[str, Tensor], prefix: str, *_args) -> None:
+    """``load_state_dict`` pre-hook: the four tensors of a preference head are packed into the tables
+    the module holds, then copied into them in place (the optimizer keeps its parameters)."""
+    names = [prefix + name for name in PREFERENCE_HEAD]
+    if all(name in state for name in names):
+        phi, z, user_bias, item_bias = (state.pop(name) for name in names)
+        state[prefix + PACKED_HEAD[0]], state[prefix + PACKED_HEAD[1]] = pack_head(phi, z, user_bias, item_bias)
 
 
 def count_weights(counts: np.ndarray, exponent: float, device: torch.device | str) -> Tensor:

@@ -359,14 +359,13 @@ def pack_head(theta: Tensor, x: Tensor, user_bias: Tensor, item_bias: Tensor) ->
 
 def packed_factors(users: Tensor, items: Tensor, rank: int) -> Factors:
     """The `Factors` of a head stored by `pack_head`: views of its tables (their gradients reach them)."""
-    return Factors(users[:, :rank], items[:, :rank], users.new_zeros(()), users[:, rank], items[:, rank + 1],
-                   packed=(users, items))
+    theta, x, user_bias, item_bias = packed_views(users, items, rank)
+    return Factors(theta, x, users.new_zeros(()), user_bias, item_bias, packed=(users, items))
 
 
-def unpack_head(users: Tensor, items: Tensor, rank: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(θ, x, b_u, b_i) of `pack_head`'s tables, as contiguous copies."""
-    return (users[:, :rank].contiguous(), items[:, :rank].contiguous(), users[:, rank].contiguous(),
-            items[:, rank + 1].contiguous())
+def packed_views(users: Tensor, items: Tensor, rank: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(θ, x, b_u, b_i): the views of `pack_head`'s tables that hold them."""
+    return users[:, :rank], items[:, :rank], users[:, rank], items[:, rank + 1]
 
 
 def _padded(columns: list[Tensor], pad: int) -> Tensor:
