@@ -23,7 +23,9 @@ from cfrec.errors import ConfigError
 from cfrec.models.base import Recommender, as_codes
 from cfrec.models.baseline import baseline_fallback, fit_biases
 from cfrec.models.foldin import FoldedUsers, solve_users
-from cfrec.models.losses import Factors, LossTerms, Penalty, pack_head, packed_factors, packed_views
+from cfrec.models.losses import (
+    Factors, LossTerms, Penalty, pack_head, packed_factors, packed_views, reset_fixed_columns,
+)
 from cfrec.objectives import NotSupported, Objective, make_objective
 from cfrec.train.batches import Batch, IndexBatch
 from cfrec.train.config import TrainConfig
@@ -229,10 +231,7 @@ class FactorModel(Recommender, nn.Module):
         """Called after every optimizer step: a packed head's fixed columns (its ones, then its zero
         padding) hold 1 and 0 again. Their gradient is 0, but ``weight_decay`` would shrink the ones."""
         if self.has_preference_head:
-            k = self.objective.rank
-            with torch.no_grad():
-                self.pref_users[:, k + 1], self.pref_users[:, k + 2:] = 1.0, 0.0
-                self.pref_items[:, k], self.pref_items[:, k + 2:] = 1.0, 0.0
+            reset_fixed_columns(self.pref_users, self.pref_items, self.objective.rank)
 
     def factors(self) -> Factors:
         """The rating head's tensors (the only head of single-head objectives)."""
