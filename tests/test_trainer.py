@@ -39,6 +39,7 @@ def assert_same(a: dict, b: dict, **tol) -> None:
         ({"patience": 3, "val_fraction": 0.0}, "patience"),  # early stopping on val_rmse without a validation slice
         ({"learning_rate": 0.1}, "learning_rate"),  # unknown key
         ({"reuse_memory": "yes"}, "reuse_memory"),
+        ({"gramian_precision": "half"}, "gramian_precision"),
     ],
 )
 def test_config_errors_name_the_key(options: dict, key: str) -> None:
@@ -65,6 +66,16 @@ def test_reusing_freed_memory_changes_no_parameter(small_split: Split) -> None:
     """`train.reuse_memory` moves where tensors live, never what they hold (the joint default model)."""
     fits = [CollaborativeFiltering(rank=6).fit(small_split.train, {**FAST, "reuse_memory": reuse}) for reuse in (True, False)]
     assert_same(params(fits[0]), params(fits[1]))
+
+
+def test_the_gramian_precision_reaches_the_weighted_head_and_only_it(small_split: Split) -> None:
+    """The default model's preference head moves by bfloat16 rounding; its rating head not at all."""
+    full, low = (CollaborativeFiltering(rank=6).fit(small_split.train, {**FAST, "gramian_precision": precision})
+                 for precision in ("full", "bfloat16"))
+    assert_same({"theta": low.theta, "x": low.x}, {"theta": full.theta, "x": full.x})
+    moved = float((low.pref_users - full.pref_users).norm() / full.pref_users.norm())
+    assert 0 < moved < 0.05
+    assert abs(low.history[-1]["val_ndcg@10"] - full.history[-1]["val_ndcg@10"]) < 0.05
 
 
 @pytest.mark.parametrize("w0", [None, 0.1])

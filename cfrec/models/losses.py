@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from cfrec.precision import gramian_dtype
 from cfrec.train.sparse import (
     BatchRows,
     pair_dots,
@@ -289,30 +290,40 @@ class WeightedCells(torch.autograd.Function):
     @staticmethod
     def forward(ctx, theta_aug: Tensor, x_aug: Tensor, targets: Tensor, rows: BatchRows, w0: float,  # type: ignore[override]
                 fraction: float, ridge_theta: Tensor, ridge_x: Tensor, constant: tuple[int, int] | None = None):
-        gram_theta, gram_x = theta_aug.T @ theta_aug, x_aug.T @ x_aug  # (k', k') each
+        dtype = gramian_dtype(theta_aug.numel() + x_aug.numel(), theta_aug.device, theta_aug.dtype)
+        theta_g, x_g = theta_aug.to(dtype), x_aug.to(dtype)  # the tables themselves at full precision
+        gram_theta, gram_x = (theta_g.T @ theta_g).to(theta_aug.dtype), (x_g.T @ x_g).to(theta_aug.dtype)  # (k', k') each
         pred = sampled_dots(theta_aug, x_aug, rows)  # (n,)
         err = pred - targets
         data = 0.5 * (torch.dot(err, err) - w0 * torch.dot(pred, pred) + w0 * fraction * torch.dot(gram_theta.view(-1), gram_x.view(-1)))
         ridge = 0.5 * (torch.dot(ridge_theta, gram_theta.diagonal()) + torch.dot(ridge_x, gram_x.diagonal()))
-        ctx.save_for_backward(theta_aug, x_aug, gram_theta, gram_x, err - w0 * pred, ridge_theta, ridge_x)
+        ctx.save_for_backward(theta_aug, x_aug, theta_g, x_g, gram_theta, gram_x, err - w0 * pred, ridge_theta, ridge_x)
         ctx.rows, ctx.scale, ctx.constant = rows, w0 * fraction, constant
         return data, ridge
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_data: Tensor, grad_ridge: Tensor):  # type: ignore[override]
-        theta_aug, x_aug, gram_theta, gram_x, residual, ridge_theta, ridge_x = ctx.saved_tensors
+        theta_aug, x_aug, theta_g, x_g, gram_theta, gram_x, residual, ridge_theta, ridge_x = ctx.saved_tensors
         needed = ctx.needs_input_grad[:2]
         grad_theta, grad_x = sampled_dots_backward(grad_data * residual, theta_aug, x_aug, ctx.rows, needed)
         if needed[0]:
-            grad_theta.addmm_(theta_aug, grad_data * ctx.scale * gram_x + torch.diag(grad_ridge * ridge_theta))
+            _add_product(grad_theta, theta_g, grad_data * ctx.scale * gram_x + torch.diag(grad_ridge * ridge_theta))
         if needed[1]:
-            grad_x.addmm_(x_aug, grad_data * ctx.scale * gram_theta + torch.diag(grad_ridge * ridge_x))
+            _add_product(grad_x, x_g, grad_data * ctx.scale * gram_theta + torch.diag(grad_ridge * ridge_x))
         if ctx.constant is not None:
             for grad, column in zip((grad_theta, grad_x), ctx.constant):
                 if grad is not None:
                     grad[:, column] = 0.0
         return grad_theta, grad_x, None, None, None, None, None, None, None
+
+
+def _add_product(out: Tensor, table: Tensor, matrix: Tensor) -> None:
+    """out += table @ matrix, in ``table``'s precision (`cfrec.precision`): in place at full precision."""
+    if table.dtype == out.dtype:
+        out.addmm_(table, matrix)
+    else:
+        out.add_(table @ matrix.to(table.dtype))
 
 
 def triple_penalty(

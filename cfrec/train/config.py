@@ -9,6 +9,7 @@ from typing import Any
 
 from cfrec.device import check_device
 from cfrec.errors import ConfigError
+from cfrec.precision import GRAMIAN_PRECISIONS
 from cfrec.threads import parse_threads
 from cfrec.validation import (
     check_bool,
@@ -76,6 +77,9 @@ class TrainConfig:
       step instead of fresh pages from the OS (glibc only; handed back after the last epoch;
       `cfrec.allocator`): the 25M-rating epoch dropped from 29.4 to 19.9 s; ``false`` leaves malloc
       as it is.
+    - ``gramian_precision``: the weighted mask's whole-table Gramian products in ``full`` precision,
+      ``bfloat16``, or ``auto`` (bfloat16 on CPUs with native bfloat16 once the tables hold 8M+
+      numbers, as at ML-25M scale; `cfrec.precision`).
     - ``distributed``: data-parallel training (DDP) as one rank of a ``torchrun`` job: each rank
       holds a shard of the ratings and takes the same steps as one process would; see
       ``docs/distributed.md``. Outside torchrun it is a `ConfigError`.
@@ -107,11 +111,13 @@ class TrainConfig:
     als_cg_steps: int = 0
     fold_back: int = 0
     reuse_memory: bool = True
+    gramian_precision: str = "auto"
 
     def __post_init__(self) -> None:
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("layout", self.layout, LAYOUTS)
+        check_choice("gramian_precision", self.gramian_precision, GRAMIAN_PRECISIONS)
         check_choice("monitor", self.monitor, MONITORS)
         check_number("lr", self.lr, 0, open_low=True)
         check_int("epochs", self.epochs, 1)

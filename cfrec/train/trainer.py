@@ -8,6 +8,7 @@ per-epoch callbacks, and can hand out and take back its whole state for resuming
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -24,6 +25,7 @@ from cfrec.data.ratings import Ratings
 from cfrec.data.split import per_user_split
 from cfrec.device import resolve_device
 from cfrec.errors import ConfigError, TrainingDiverged
+from cfrec.precision import gramian_precision
 from cfrec.train import distributed
 from cfrec.train.als import AlsData
 from cfrec.train.batches import Batch, choose_layout
@@ -181,8 +183,7 @@ class Trainer:
         start = time.perf_counter()
         disable = True if not group.is_main else _bar_disabled(cfg.progress)
         bar = tqdm(range(self.epoch, cfg.epochs), desc=type(model).__name__, disable=disable, leave=False)
-        # the epochs' large temporaries reuse freed heap memory, handed back to the OS after the last one
-        with reuse_freed_memory(cfg.reuse_memory):
+        with self._epoch_policies():
             for epoch in bar:
                 epoch_metrics = self._run(model, step_model, layout, scale, epoch, group)
                 if val is not None:
@@ -206,6 +207,13 @@ class Trainer:
             self._fold_back(model, step_model, train, device, group)
         log.info("trained %d epoch(s) in %.2f s", self.epoch, time.perf_counter() - start)
         return model
+
+    @contextlib.contextmanager
+    def _epoch_policies(self) -> Iterator[None]:
+        """What holds over the epochs: large temporaries reuse freed heap memory (handed back to the
+        OS after the last epoch), and the Gramian products' precision (`cfrec.precision`)."""
+        with reuse_freed_memory(self.config.reuse_memory), gramian_precision(self.config.gramian_precision):
+            yield
 
     def _layout(self, model: Trainable, train: Ratings, device: torch.device, group: Group):
         """The batches' source for ``train`` (this rank's shard of it), ``batch_size`` set for its size."""
@@ -241,7 +249,7 @@ class Trainer:
         layout = self._layout(model, train, device, group)
         model.count_rows(train, device)
         _, scale = self._steps(layout, group)
-        with reuse_freed_memory(self.config.reuse_memory):
+        with self._epoch_policies():
             for extra in range(self.config.fold_back):
                 metrics = self._run(model, step_model, layout, scale, self.epoch + extra, group)
         log.info("folded the validation slice back in: %d more epoch(s) over all %d ratings in %.2f s (J per rating %.5g)",
