@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from cfrec.models.losses import WeightedCells
-from cfrec.precision import AUTO_MIN_ENTRIES, choose_dtype, cpu_has_native_bf16, gramian_dtype, gramian_precision
+from cfrec.precision import (
+    AUTO_MIN_ENTRIES,
+    choose_dtype,
+    cpu_has_native_bf16,
+    gramian_dtype,
+    gramian_precision,
+)
 from cfrec.train.sparse import table_rows
 
 
