@@ -7,7 +7,7 @@ CPU's peak; at ML-25M scale (162,540 + 59,047 rows of 136 columns) they are half
 CPUs with native bfloat16 dot products (x86 ``avx512_bf16`` / ``amx_bf16``, Arm ``bf16``) run them
 about twice as fast in bfloat16 (float32 accumulation inside each product): the tables' copies and the
 four products keep 8 significant bits (relative rounding 2⁻⁹); the rated cells, the optimizer and the
-parameters stay float32.
+parameters stay float32, and so do `sparse_adam`'s incremental Gramians and ALS's solves.
 
 - ``full``: the tables' own precision, float32 in training (what every loss evaluated outside
   training uses);
