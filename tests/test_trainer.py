@@ -95,6 +95,7 @@ RESUME_CASES = {  # id: (training options, objective)
     "dense-squared": ({"layout": "dense"}, "squared"), "index-squared": ({"layout": "index"}, "squared"),
     "dense-joint": ({"layout": "dense"}, "joint"), "index-joint": ({"layout": "index"}, "joint"),
     "index-bpr": ({"layout": "index"}, "bpr"),
+    "index-joint-bfloat16": ({"layout": "index", "gramian_precision": "bfloat16"}, "joint"),
     "sparse_adam-joint": ({"layout": "index", "optimizer": "sparse_adam", "batch_size": 2000}, "joint"),
     "als-joint": ({"optimizer": "als"}, "joint"),
     "als-weighted-fold_back": ({"optimizer": "als", "fold_back": 1}, "weighted"),
