@@ -75,6 +75,7 @@ class NeighborhoodBlend:
         if rated_items < 2:
             log.warning("knn_blend: %d rated movie(s) leave no neighbours: the neighbourhood blend is off", rated_items)
             return {}
+        log.info("knn_blend: the neighbours of %d movies from %d ratings", rated_items, len(fit_part))
         knn = blend_knn(min(self.k, rated_items - 1), device).fit(fit_part)
         factor = predict_pairs(model, val.users, val.items, device=device)
         neighbors = predict_pairs(knn, val.users, val.items, device=device)

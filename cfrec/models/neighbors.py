@@ -10,6 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from cfrec.index import HNSWIndex, exact_search, similarity
 
@@ -81,7 +82,9 @@ def rating_neighbors(
         present.data[:] = 1.0
         co_counts = _GramProduct(present, device, block_mb)
     block = max(1, _columns_in(block_mb, n))
-    for start in range(0, n, block):
+    starts = range(0, n, block)
+    # a bar where it takes a while (ML-25M's movies: 52 blocks, minutes), on a terminal only
+    for start in tqdm(starts, desc="similarities", unit="block", leave=False, disable=True if len(starts) < 8 else None):
         stop = min(n, start + block)
         dense = cosines.rows(start, stop)  # (B, n)
         if co_counts is not None:
