@@ -423,8 +423,9 @@ def test_incomplete_state_is_refused(small_split):
 
 
 # -- neighbour build, state, checkpoints --------------------------------------------------------
+@pytest.mark.parametrize("workers", [1, 3])  # blocks one by one, or computed ahead on threads
 @pytest.mark.parametrize("dense_share", [np.inf, 0.125, 0.0])  # all sparse; mixed; every column dense (up to the block)
-def test_rating_neighbors_in_small_blocks_match_dense_cosines(monkeypatch, dense_share):
+def test_rating_neighbors_in_small_blocks_match_dense_cosines(monkeypatch, dense_share, workers):
     from cfrec.models import neighbors as neighbors_module
 
     monkeypatch.setattr(neighbors_module, "DENSE_COLUMN_SHARE", dense_share)
@@ -432,7 +433,7 @@ def test_rating_neighbors_in_small_blocks_match_dense_cosines(monkeypatch, dense
     dense = np.where(rng.random((40, 25)) < np.linspace(0.05, 0.9, 25), rng.normal(size=(40, 25)), 0.0)
     dense[3] = 0.0  # an empty row: no neighbours, nobody's neighbour
     rows = sp.csr_matrix(dense)
-    neighbors, sims = rating_neighbors(rows, 8, min_similarity=0.1, support_shrinkage=2.0, block_mb=0.0005)
+    neighbors, sims = rating_neighbors(rows, 8, min_similarity=0.1, support_shrinkage=2.0, block_mb=0.0005, workers=workers)
     norms = np.linalg.norm(dense, axis=1)
     cos = dense @ dense.T / np.maximum(np.outer(norms, norms), 1e-300)
     common = (dense != 0).astype(float) @ (dense != 0).T.astype(float)

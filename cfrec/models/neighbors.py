@@ -4,6 +4,9 @@ their sparse centred rating rows."""
 from __future__ import annotations
 
 import logging
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
@@ -54,7 +57,7 @@ def neighbor_lists(
 
 def rating_neighbors(
     rows: sp.csr_matrix, m: int, *, min_similarity: float = 0.0, support_shrinkage: float = 0.0,
-    device: str | torch.device = "cpu", block_mb: float = 256.0,
+    device: str | torch.device = "cpu", block_mb: float = 256.0, workers: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The ``m`` most cosine-similar rows of every row of a sparse (centred) rating matrix.
 
@@ -65,6 +68,8 @@ def rating_neighbors(
     similarities resting on few common ratings shrink towards 0. Only those above
     ``min_similarity`` are kept. Returns (neighbours (n, m) int64, similarities (n, m) float32), most similar first, on
     the CPU; missing slots hold −1 and 0. All-zero rows get no neighbours and are nobody's.
+    ``workers`` threads (default: torch's, the thread policy's) compute the blocks' sparse products
+    ahead of their top-m (scipy releases the GIL in them), each block ``block_mb`` / ``workers``.
     """
     x = sp.csr_matrix(rows, dtype=np.float32)
     n = x.shape[0]
@@ -81,21 +86,44 @@ def rating_neighbors(
         present = x.copy()
         present.data[:] = 1.0
         co_counts = _GramProduct(present, device, block_mb)
-    block = max(1, _columns_in(block_mb, n))
-    starts = range(0, n, block)
+    workers = max(1, torch.get_num_threads() if workers is None else workers)
+    block = max(1, _columns_in(block_mb / workers, n))
+    products = [cosines] if co_counts is None else [cosines, co_counts]
+    blocks = _computed_ahead(products, range(0, n, block), block, n, workers)
     # a bar where it takes a while (ML-25M's movies: 52 blocks, minutes), on a terminal only
-    for start in tqdm(starts, desc="similarities", unit="block", leave=False, disable=True if len(starts) < 8 else None):
-        stop = min(n, start + block)
-        dense = cosines.rows(start, stop)  # (B, n)
-        if co_counts is not None:
-            common = co_counts.rows(start, stop)  # (B, n)
-            dense *= common / (common + support_shrinkage)
+    bar = tqdm(blocks, total=-(-n // block), desc="similarities", unit="block", leave=False,
+               disable=True if n // block < 8 else None)
+    for start, stop, (dense, *common) in bar:  # (B, n) each
+        if common:
+            dense *= common[0] / (common[0] + support_shrinkage)
         dense[torch.arange(stop - start), torch.arange(start, stop)] = -np.inf  # never one's own neighbour
         top = torch.topk(dense, m_eff, dim=1)  # sorted, most similar first
         keep = top.values > min_similarity
         neighbors[start:stop, :m_eff] = torch.where(keep, top.indices, -1).cpu()
         sims[start:stop, :m_eff] = torch.where(keep, top.values, 0.0).float().cpu()
     return neighbors, sims
+
+
+def _computed_ahead(products: list[_GramProduct], starts: range, block: int, n: int,
+                    workers: int) -> Iterator[tuple[int, int, list[Tensor]]]:
+    """(start, stop, each product's rows start:stop) for every block, in order; with ``workers`` > 1
+    that many blocks are computed ahead on as many threads."""
+
+    def compute(start: int) -> tuple[int, int, list[Tensor]]:
+        stop = min(n, start + block)
+        return start, stop, [product.rows(start, stop) for product in products]
+
+    if workers == 1:
+        yield from map(compute, starts)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque[Future] = deque()
+        for start in starts:
+            pending.append(pool.submit(compute, start))
+            if len(pending) >= workers:  # with the block being consumed: block_mb in all
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _columns_in(block_mb: float, n: int) -> int:
