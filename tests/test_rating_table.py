@@ -20,10 +20,13 @@ def matrix() -> sp.csr_matrix:
     return sp.csr_matrix(dense)
 
 
-@pytest.mark.parametrize(("dense_mb", "block_mb"), [(256.0, 64.0), (0.0, 64.0), (0.0, 0.0)])
-def test_lookup_matches_brute_force_reads_and_marks_absent_cells(matrix, dense_mb, block_mb, monkeypatch):
-    """The dense table, the sparse path's block of the rows read, and its binary search."""
+@pytest.mark.parametrize(("dense_mb", "block_mb", "search_cost"),
+                         [(256.0, 64.0, 16), (0.0, 64.0, 1e9), (0.0, 64.0, 0), (0.0, 0.0, 16)])
+def test_lookup_matches_brute_force_reads_and_marks_absent_cells(matrix, dense_mb, block_mb, search_cost, monkeypatch):
+    """The dense table, the sparse path's block of the rows read, its search in their keys, and its
+    search in all cells."""
     monkeypatch.setattr(rating_table, "BLOCK_MB", block_mb)
+    monkeypatch.setattr(rating_table, "SEARCH_COST", search_cost)
     table = CellTable(matrix, dense_mb=dense_mb)
     assert (table.dense is not None) == (dense_mb > 0)
     rng = np.random.default_rng(1)
@@ -50,6 +53,13 @@ def test_an_empty_lookup_returns_empty_tensors(matrix):
     for table in (CellTable(matrix), CellTable(matrix, dense_mb=0)):
         values, presence = table.lookup(torch.zeros((0, 1), dtype=torch.long), torch.zeros((0, 4), dtype=torch.long))
         assert values.shape == presence.shape == (0, 4)
+
+
+@pytest.mark.parametrize("search_cost", [1e9, 0])  # a block of the rows read, or a search in their keys
+def test_a_lookup_of_rows_without_cells_finds_nothing(matrix, search_cost, monkeypatch):
+    monkeypatch.setattr(rating_table, "SEARCH_COST", search_cost)
+    values, presence = CellTable(matrix, dense_mb=0).lookup(torch.tensor([[5], [5]]), torch.tensor([[0, 24], [3, 25]]))
+    assert torch.equal(values, torch.zeros(2, 2)) and torch.equal(presence, torch.zeros(2, 2))
 
 
 def test_the_binary_search_of_a_table_without_cells_finds_nothing(monkeypatch):
