@@ -17,7 +17,7 @@ parameters stay float32, and so do `sparse_adam`'s incremental Gramians and ALS'
   elsewhere, GPUs included.
 
 Measured (`docs/benchmark/epoch.md`): at 22.6M training ratings the default model's validation
-metrics after 3 epochs were the same to the 4th decimal either way.
+RMSE and Recall@50 after each of 3 epochs were the same to 4 decimals either way, NDCG@10 within 0.0002.
 """
 
 from __future__ import annotations
