@@ -291,7 +291,7 @@ class WeightedCells(torch.autograd.Function):
     def forward(ctx, theta_aug: Tensor, x_aug: Tensor, targets: Tensor, rows: BatchRows, w0: float,  # type: ignore[override]
                 fraction: float, ridge_theta: Tensor, ridge_x: Tensor, constant: tuple[int, int] | None = None):
         dtype = gramian_dtype(theta_aug.numel() + x_aug.numel(), theta_aug.device, theta_aug.dtype)
-        theta_g, x_g = theta_aug.to(dtype), x_aug.to(dtype)  # the tables themselves at full precision
+        theta_g, x_g = theta_aug.to(dtype), x_aug.to(dtype)  # bfloat16 copies, or the tables themselves
         gram_theta, gram_x = (theta_g.T @ theta_g).to(theta_aug.dtype), (x_g.T @ x_g).to(theta_aug.dtype)  # (k', k') each
         pred = sampled_dots(theta_aug, x_aug, rows)  # (n,)
         err = pred - targets

@@ -89,10 +89,10 @@ def rating_neighbors(
     workers = max(1, torch.get_num_threads() if workers is None else workers)
     block = max(1, _columns_in(block_mb / workers, n))
     products = [cosines] if co_counts is None else [cosines, co_counts]
-    blocks = _computed_ahead(products, range(0, n, block), block, n, workers)
+    starts = range(0, n, block)
     # a bar where it takes a while (ML-25M's movies: 52 blocks, minutes), on a terminal only
-    bar = tqdm(blocks, total=-(-n // block), desc="similarities", unit="block", leave=False,
-               disable=True if n // block < 8 else None)
+    bar = tqdm(_computed_ahead(products, starts, n, workers), total=len(starts), desc="similarities", unit="block",
+               leave=False, disable=True if len(starts) < 8 else None)
     for start, stop, (dense, *common) in bar:  # (B, n) each
         if common:
             dense *= common[0] / (common[0] + support_shrinkage)
@@ -104,13 +104,13 @@ def rating_neighbors(
     return neighbors, sims
 
 
-def _computed_ahead(products: list[_GramProduct], starts: range, block: int, n: int,
+def _computed_ahead(products: list[_GramProduct], starts: range, n: int,
                     workers: int) -> Iterator[tuple[int, int, list[Tensor]]]:
-    """(start, stop, each product's rows start:stop) for every block, in order; with ``workers`` > 1
-    that many blocks are computed ahead on as many threads."""
+    """(start, stop, each product's rows start:stop) for the block at every start (of ``n`` rows), in
+    order; with ``workers`` > 1 that many blocks are computed ahead on as many threads."""
 
     def compute(start: int) -> tuple[int, int, list[Tensor]]:
-        stop = min(n, start + block)
+        stop = min(n, start + starts.step)
         return start, stop, [product.rows(start, stop) for product in products]
 
     if workers == 1:
