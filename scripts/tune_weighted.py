@@ -5,7 +5,7 @@
 Every model fits on 90 % of each user's *train* ratings (per-user split of train, seed 1, the slice the
 benchmark's EASE λ is chosen on) and is scored on the other 10 %: the test split is never read.
 Grid keys: ``ease`` (EASE λ values), and for the weighted mask ``rank``, ``l2``, ``l2_bias``, ``a``
-(l2_exponent), ``w0``, ``target``, ``opt`` (``als`` | ``adam``), ``epochs``, ``cg`` (als_cg_steps);
+(l2_exponent), ``w0``, ``target``, ``pop`` (popularity_exponent), ``opt`` (``als`` | ``adam``), ``epochs``, ``cg`` (als_cg_steps);
 every combination of the given values is fitted. One line per model: Recall@50, NDCG@10, fit seconds.
 """
 
@@ -44,7 +44,8 @@ def main(data: str, grid: dict) -> None:
             report(f"EASE λ={lam}", ease_model(fit, lam, gram), time.perf_counter() - start)
     for combo in itertools.product(*grid.values()):
         p = dict(zip(grid, combo))
-        objective = {"name": "weighted", "w0": p.get("w0", 0.3), "target": p.get("target", "rating")}
+        objective = {"name": "weighted", "w0": p.get("w0", 0.3), "target": p.get("target", "rating"),
+                     "popularity_exponent": p.get("pop", 0.05)}
         model = CollaborativeFiltering(rank=p.get("rank", 128), l2=p.get("l2", 2.5), l2_bias=p.get("l2_bias", 1.0),
                                        l2_exponent=p.get("a", 0.5), objective=objective)
         start = time.perf_counter()

@@ -71,11 +71,19 @@ def squared_j(h: dict, Y: np.ndarray, R: np.ndarray, l2: float, l2_bias: float) 
     return data + penalty(h, l2, l2_bias)
 
 
-def weighted_j(h: dict, Y: np.ndarray, R: np.ndarray, w0: float, l2: float, l2_bias: float, binary: bool) -> float:
+def popularity(R: np.ndarray, exponent: float) -> np.ndarray:
+    """Each movie's target factor (n_i / median n)^−γ, the median over movies with ratings."""
+    counts = R.sum(axis=0)
+    return (np.maximum(counts, 1) / np.median(counts[counts > 0])) ** -exponent
+
+
+def weighted_j(h: dict, Y: np.ndarray, R: np.ndarray, w0: float, l2: float, l2_bias: float, binary: bool,
+               exponent: float = 0.0) -> float:
+    scale = popularity(R, exponent)
     data = 0.0
     for u in range(Y.shape[0]):
         for i in range(Y.shape[1]):
-            target = (1.0 if binary else Y[u, i]) if R[u, i] else 0.0
+            target = (1.0 if binary else Y[u, i]) * scale[i] if R[u, i] else 0.0
             data += 0.5 * (1.0 if R[u, i] else w0) * (prediction(h, u, i) - target) ** 2
     return data + penalty(h, l2, l2_bias)
 
@@ -93,22 +101,68 @@ def test_squared_objective_is_the_brute_force_j(tiny: Ratings, layout: str) -> N
     assert full_batch_loss(model, tiny, layout) == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("exponent", [0.0, 0.3])
 @pytest.mark.parametrize("target", ["rating", "binary"])
 @pytest.mark.parametrize("layout", ["dense", "index"])
-def test_weighted_objective_sums_every_cell(tiny: Ratings, layout: str, target: str) -> None:
-    model = prepared(tiny, {"name": "weighted", "w0": 0.2, "target": target}, l2=0.7, l2_bias=0.2, l2_exponent=0.0)
-    expected = weighted_j(head_numpy(model, False), *cells(tiny), 0.2, 0.7, 0.2, target == "binary")
+def test_weighted_objective_sums_every_cell(tiny: Ratings, layout: str, target: str, exponent: float) -> None:
+    objective = {"name": "weighted", "w0": 0.2, "target": target, "popularity_exponent": exponent}
+    model = prepared(tiny, objective, l2=0.7, l2_bias=0.2, l2_exponent=0.0)
+    expected = weighted_j(head_numpy(model, False), *cells(tiny), 0.2, 0.7, 0.2, target == "binary", exponent)
     assert full_batch_loss(model, tiny, layout) == pytest.approx(expected, rel=1e-5)
+    if exponent:  # the popular movies' targets shrink: J differs from the unscaled one
+        assert expected != pytest.approx(weighted_j(head_numpy(model, False), *cells(tiny), 0.2, 0.7, 0.2,
+                                                    target == "binary"), rel=1e-3)
 
 
 @pytest.mark.parametrize("layout", ["dense", "index"])
 def test_joint_objective_is_both_heads(tiny: Ratings, layout: str) -> None:
-    objective = {"name": "joint", "rank": 2, "l2": 1.5, "l2_bias": 0.4, "w0": 0.25, "weight": 0.6}
+    objective = {"name": "joint", "rank": 2, "l2": 1.5, "l2_bias": 0.4, "w0": 0.25, "weight": 0.6,
+                 "popularity_exponent": 0.2}
     model = prepared(tiny, objective, l2=0.7, l2_bias=0.2, l2_exponent=0.0)
     Y, R = cells(tiny)
-    expected = (squared_j(head_numpy(model, False), Y, R, 0.7, 0.2)
-                + 0.6 * weighted_j(head_numpy(model, True), Y, R, 0.25, 1.5, 0.4, binary=False))
+    expected = (squared_j(head_numpy(model, False), Y, R, 0.7, 0.2)  # the rating head's targets stay the ratings
+                + 0.6 * weighted_j(head_numpy(model, True), Y, R, 0.25, 1.5, 0.4, binary=False, exponent=0.2))
     assert full_batch_loss(model, tiny, layout) == pytest.approx(expected, rel=1e-5)
+
+
+def prescaled(ratings: Ratings, exponent: float) -> Ratings:
+    """``ratings`` with each value × its movie's popularity factor: what γ does to the targets."""
+    _, R = cells(ratings)
+    values = (ratings.values * popularity(R, exponent)[ratings.items]).astype(np.float32)
+    return Ratings(ratings.users, ratings.items, values, ratings.user_map, ratings.item_map)
+
+
+@pytest.mark.parametrize("optimizer", ["als", "adam", "sparse_adam"])
+def test_popularity_exponent_trains_as_prescaled_targets(split, optimizer: str) -> None:
+    """γ > 0 fits exactly the γ = 0 model of ratings × (n_i / median n)^−γ, on every optimizer path;
+    a user folded in answers the same as one whose ratings were scaled the same way."""
+    train = {"optimizer": optimizer, "epochs": 2, "val_fraction": 0.0, "progress": False}
+    scaled = CollaborativeFiltering(rank=4, objective={"name": "weighted", "popularity_exponent": 0.4}).fit(split.train, train)
+    plain = CollaborativeFiltering(rank=4, objective={"name": "weighted", "popularity_exponent": 0.0}).fit(
+        prescaled(split.train, 0.4), train)
+    torch.testing.assert_close(scaled.score(torch.arange(20)), plain.score(torch.arange(20)), rtol=1e-4, atol=1e-4)
+    items, ratings = np.array([1, 2, 5, 40]), np.array([5.0, 3.0, 4.0, 1.0])
+    factor = popularity(cells(split.train)[1], 0.4)[items]
+    torch.testing.assert_close(scaled.fold_in(items, ratings).score(), plain.fold_in(items, ratings * factor).score(),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_target_scale_is_saved_checked_and_absent_without_exponent(split, tmp_path) -> None:
+    model = CollaborativeFiltering(rank=4, objective="weighted").fit(split.train, {"epochs": 1, "progress": False})
+    assert model.objective.popularity_exponent == 0.05 and model.target_scale.shape == (split.train.n_items,)
+    save_model(model, split.train, tmp_path / "run", config_name="cf_weighted")
+    loaded = cfrec.load(tmp_path / "run")
+    torch.testing.assert_close(loaded.model.target_scale, model.target_scale)
+    first, second = loaded.item_map.to_ids(np.array([3, 7])).tolist()
+    torch.testing.assert_close(loaded.fold_in({first: 5.0, second: 2.0}).folded.score(),
+                               model.fold_in([3, 7], [5.0, 2.0]).score())  # fold-in scales its targets after loading too
+    tensors = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    tensors["model.target_scale"] = tensors["model.target_scale"][:-1]
+    torch.save(tensors, tmp_path / "run" / "model.pt")
+    with pytest.raises(CfrecError, match="target_scale"):
+        cfrec.load(tmp_path / "run")
+    plain = CollaborativeFiltering(rank=4, objective={"name": "weighted", "popularity_exponent": 0})
+    assert plain.target_scale is None and "target_scale" not in plain.state_dict()
 
 
 def test_bpr_objective_is_the_brute_force_pairwise_loss(tiny: Ratings) -> None:
@@ -160,13 +214,17 @@ def test_objective_options_are_checked_and_named() -> None:
                          ({"objective": {"name": "weighted", "w0": 2}}, "model.objective.w0"),
                          ({"objective": {"name": "bpr", "negatives": 0}}, "model.objective.negatives"),
                          ({"objective": {"name": "bpr", "candidates": 1.5}}, "model.objective.candidates"),
-                         ({"objective": {"name": "joint", "bogus": 1}}, "model.objective.bogus")):
+                         ({"objective": {"name": "joint", "bogus": 1}}, "model.objective.bogus"),
+                         ({"objective": {"name": "weighted", "popularity_exponent": -0.1}},
+                          "model.objective.popularity_exponent"),
+                         ({"objective": {"name": "joint", "popularity_exponent": 1.5}}, "model.objective.popularity_exponent")):
         with pytest.raises(ConfigError) as caught:
             build_model("cf", options)
         assert caught.value.key == key
     with pytest.raises(ConfigError, match="^objective.name: joint needs learned movie factors"):
         ContentBased(objective="joint")
-    assert make_objective({"name": "weighted", "w0": 0.5}).config() == {"name": "weighted", "w0": 0.5, "target": "rating"}
+    assert make_objective({"name": "weighted", "w0": 0.5}).config() == {
+        "name": "weighted", "w0": 0.5, "target": "rating", "popularity_exponent": 0.05}
 
 
 @pytest.fixture(scope="module")

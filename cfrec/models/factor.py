@@ -78,6 +78,8 @@ class FactorModel(Recommender, nn.Module):
             self.register_parameter("user_bias", None)
             self.register_parameter("item_bias", None)
         self.register_buffer("mean", torch.zeros(()))
+        # each movie's factor on its rated cells' targets, (n_i / median n)^−γ (`count_rows`); None without γ
+        self.register_buffer("target_scale", torch.zeros(0) if self.objective.popularity_exponent else None)
         if self.objective.preference_head:
             self.pref_users, self.pref_items = nn.Parameter(torch.zeros(0, 0)), nn.Parameter(torch.zeros(0, 0))
             self.register_state_dict_post_hook(_head_as_saved)
@@ -167,7 +169,7 @@ class FactorModel(Recommender, nn.Module):
         self.count_rows(train, device)
 
     def count_rows(self, train: Ratings, device: torch.device) -> None:
-        """Each head's row penalty weights n^α from ``train``'s rating counts, and the rows the
+        """Each head's row penalty weights n^α and the movies' target scale from ``train``'s rating counts, and the rows the
         row-sparse steps carry without a rating. `prepare` calls it; the trainer again when the
         validation slice is folded back in (`TrainConfig.fold_back`)."""
 
@@ -181,6 +183,8 @@ class FactorModel(Recommender, nn.Module):
         self._row_weights = weights(self.l2_exponent)
         if self.has_preference_head:
             self._preference_weights = weights(self.objective.l2_exponent)
+        if self.target_scale is not None:
+            self.target_scale = popularity_scale(counts[1], self.objective.popularity_exponent, device)
         if self._sparse is not None:
             self._sparse.count_rows(train, device)
 
@@ -412,6 +416,10 @@ class FactorModel(Recommender, nn.Module):
                 raise ValueError(f"{type(self).__name__}: pref_user_bias {tuple(user_bias.shape)} and pref_item_bias "
                                  f"{tuple(item_bias.shape)} must match pref_theta's and pref_x's rows")
             self._set_preference_head(phi, z, user_bias, item_bias)
+        scale = self.target_scale
+        if scale is not None and (scale.shape != (self.n_items,) or not bool(torch.all(torch.isfinite(scale) & (scale > 0)))):
+            raise ValueError(f"{type(self).__name__}: target_scale {tuple(scale.shape)} must hold {self.n_items} "
+                             "positive finite numbers, one per movie")
         return self
 
 
@@ -436,6 +444,15 @@ def _head_as_trained(model: FactorModel, state: dict[str, Tensor], prefix: str, 
     if all(name in state for name in names):
         phi, z, user_bias, item_bias = (state.pop(name) for name in names)
         state[prefix + PACKED_HEAD[0]], state[prefix + PACKED_HEAD[1]] = pack_head(phi, z, user_bias, item_bias)
+
+
+def popularity_scale(counts: np.ndarray, exponent: float, device: torch.device | str) -> Tensor:
+    """Each movie's target factor (n_i / m)^−exponent, m the median count of the rated movies
+    (movies without ratings count as 1): the median movie keeps its targets, popular ones shrink."""
+    rated = counts[counts > 0]
+    median = float(np.median(rated)) if len(rated) else 1.0
+    scale = (np.maximum(counts, 1).astype(np.float64) / median) ** -exponent
+    return torch.as_tensor(scale, dtype=torch.float32, device=device)
 
 
 def count_weights(counts: np.ndarray, exponent: float, device: torch.device | str) -> Tensor:

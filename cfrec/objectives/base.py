@@ -56,6 +56,7 @@ class Objective:
     preference_head: ClassVar[bool] = False  # a second set of factors beside the rating head
     solves_exactly: ClassVar[bool] = False  # J is a ridge problem per row: ``train.optimizer=als`` can solve it
     sparse_steps: ClassVar[bool] = False  # its index-layout loss has a row-sparse form (train.optimizer: sparse_adam)
+    popularity_exponent: float = 0.0  # γ > 0: the model keeps each movie's target scale (n_i / median n)^−γ
 
     @property
     def validation_keys(self) -> tuple[str, ...]:

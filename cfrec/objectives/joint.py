@@ -27,8 +27,10 @@ from cfrec.models.losses import LossTerms
 from cfrec.objectives.base import (
     Objective, check_options, non_negative, positive_int, rating_validation, ranking_validation,
 )
-from cfrec.objectives.squared import binary_targets, head_loss
-from cfrec.objectives.weighted import check_target, check_w0
+from cfrec.objectives.squared import head_loss
+from cfrec.objectives.weighted import (
+    als_targets, check_popularity_exponent, check_target, check_w0, fold_in_targets, rated_targets,
+)
 from cfrec.train import als
 from cfrec.train.batches import Batch
 
@@ -37,13 +39,14 @@ if TYPE_CHECKING:
     from cfrec.train.als import AlsData
     from cfrec.models.foldin import FoldedUsers
 
-DEFAULTS = {"rank": 128, "l2": 40.0, "l2_bias": 1.0, "l2_exponent": 0.0, "w0": 0.3, "target": "rating", "weight": 1.0}
+DEFAULTS = {"rank": 128, "l2": 40.0, "l2_bias": 1.0, "l2_exponent": 0.0, "w0": 0.3, "target": "rating",
+            "popularity_exponent": 0.0, "weight": 1.0}
 
 
 class Joint(Objective):
     """Options of the preference head: ``rank``, ``l2``, ``l2_bias``, ``l2_exponent`` (its own
-    penalty, as the model's keys are for the rating head), ``w0``, ``target`` (as in the weighted
-    objective) and ``weight`` (β, its share of J)."""
+    penalty, as the model's keys are for the rating head), ``w0``, ``target``, ``popularity_exponent``
+    (as in the weighted objective; here 0 unless set) and ``weight`` (β, its share of J)."""
 
     name = "joint"
     predicts_ratings = True
@@ -60,11 +63,13 @@ class Joint(Objective):
         self.l2_bias = non_negative("l2_bias", options["l2_bias"])
         self.l2_exponent = non_negative("l2_exponent", options["l2_exponent"])
         self.w0, self.target = check_w0(options["w0"]), check_target(options["target"])
+        self.popularity_exponent = check_popularity_exponent(options["popularity_exponent"])
         self.weight = non_negative("weight", options["weight"])
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "rank": self.rank, "l2": self.l2, "l2_bias": self.l2_bias,
-                "l2_exponent": self.l2_exponent, "w0": self.w0, "target": self.target, "weight": self.weight}
+                "l2_exponent": self.l2_exponent, "w0": self.w0, "target": self.target,
+                "popularity_exponent": self.popularity_exponent, "weight": self.weight}
 
     def init_heads(self, model: "FactorModel", train: Ratings, generator: torch.Generator) -> None:
         model.init_biases_from_baseline(train)
@@ -72,7 +77,7 @@ class Joint(Objective):
 
     def loss(self, model: "FactorModel", batch: Batch) -> LossTerms:
         rating = head_loss(model.factors(), model.penalty(), batch, **model.step_args(batch, "rating"))
-        targets = None if self.target == "rating" else binary_targets(batch)
+        targets = rated_targets(batch, self.target, model.target_scale)
         preference = head_loss(model.preference_factors(), model.preference_penalty(), batch, targets=targets, w0=self.w0,
                                **model.step_args(batch, "preference"))
         return LossTerms(rating.data + self.weight * preference.data, rating.reg + self.weight * preference.reg)
@@ -80,7 +85,7 @@ class Joint(Objective):
     def als_sweep(self, model: "FactorModel", data: "AlsData", cg_steps: int = 0) -> LossTerms:
         """Both heads; β scales the preference head's whole J and so does not move its optimum."""
         rating = als.sweep(model.factors(), model.penalty(), data, cg_steps=cg_steps)
-        targets = data if self.target == "rating" else data.with_targets(1.0)
+        targets = als_targets(data, self.target, model.target_scale)
         preference = als.sweep(model.preference_factors(), model.preference_penalty(), targets, self.w0, cg_steps)
         return LossTerms(rating.data + self.weight * preference.data, rating.reg + self.weight * preference.reg)
 
@@ -91,7 +96,7 @@ class Joint(Objective):
         from cfrec.models.foldin import FoldedUsers, seen_matrix
 
         rating = model.fold_in_head(model.factors(), model.penalty(), model.l2_exponent, items, values, users, n_users)
-        targets = values if self.target == "rating" else torch.ones_like(values)
+        targets = fold_in_targets(items, values, self.target, model.target_scale)
         preference = model.fold_in_head(model.preference_factors(), model.preference_penalty(), self.l2_exponent,
                                         items, targets, users, n_users, w0=self.w0)
         return FoldedUsers(model, rating, preference, seen_matrix(users, items, n_users, model.n_items))

@@ -94,6 +94,17 @@ class AlsData:
             return RowBlocks(side.rows, side.cols, vals, side.n_rows, side.n_cols)
         return AlsData(constant(self.by_user), constant(self.by_item))
 
+    def scaled_by_item(self, scale: Tensor) -> "AlsData":
+        """The same blocks with every rated cell's target × its movie's ``scale`` (n_items,)."""
+        padded = torch.cat([scale, scale.new_zeros(1)])  # the padding column's targets stay 0
+        by_user = self.by_user
+        user_side = RowBlocks(by_user.rows, by_user.cols, [v * padded[c] for c, v in zip(by_user.cols, by_user.values)],
+                              by_user.n_rows, by_user.n_cols)
+        by_item = self.by_item
+        item_side = RowBlocks(by_item.rows, by_item.cols, [v * scale[r][:, None] for r, v in zip(by_item.rows, by_item.values)],
+                              by_item.n_rows, by_item.n_cols)
+        return AlsData(user_side, item_side)
+
 
 def solve_rows(blocks: RowBlocks, fixed: Tensor, offset: Tensor | None, reg: Tensor, w0: float = 0.0,
                start: Tensor | None = None, cg_steps: int = 0, errors: list[Tensor] | None = None) -> Tensor:
