@@ -28,6 +28,7 @@ from cfrec.io import remove_stale_temps, save_tensors, sha256, write_json
 from cfrec.shared_tensors import resolve_shared, share_tensors
 from cfrec.models.base import Recommender
 from cfrec.models.registry import model_class
+from cfrec.objectives import saved_objective
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,8 @@ def _restore(meta: dict[str, Any], tensors: dict[str, torch.Tensor], device: str
     except KeyError as err:
         raise CheckpointError(f"{meta_path}: {key}: {err.args[0]}") from None
     config = dict(meta["config"])
+    if "objective" in config:
+        config["objective"] = saved_objective(config["objective"])
     if "device" in inspect.signature(cls).parameters:
         config["device"] = str(device)
     try:

@@ -165,6 +165,20 @@ def test_target_scale_is_saved_checked_and_absent_without_exponent(split, tmp_pa
     assert plain.target_scale is None and "target_scale" not in plain.state_dict()
 
 
+def test_a_weighted_model_saved_before_popularity_scaling_loads_as_trained(split, tmp_path) -> None:
+    """model.json of a cf_weighted saved before the option existed has no popularity_exponent: it
+    was trained with none, so it loads with 0 (not today's default) and scores as saved."""
+    model = CollaborativeFiltering(rank=4, objective={"name": "weighted", "popularity_exponent": 0}).fit(
+        split.train, {"epochs": 1, "progress": False})
+    save_model(model, split.train, tmp_path, config_name="cf_weighted")
+    meta = json.loads((tmp_path / "model.json").read_text())
+    del meta["config"]["objective"]["popularity_exponent"]
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    loaded = cfrec.load(tmp_path)
+    assert loaded.model.objective.popularity_exponent == 0.0 and loaded.model.target_scale is None
+    torch.testing.assert_close(loaded.model.score(torch.arange(5)), model.score(torch.arange(5)))
+
+
 def test_bpr_objective_is_the_brute_force_pairwise_loss(tiny: Ratings) -> None:
     model = prepared(tiny, {"name": "bpr", "negatives": 3, "candidates": 1}, l2=0.7, l2_bias=0.2, l2_exponent=0.0)
     layout = IndexLayout(tiny)

@@ -248,6 +248,10 @@ class RatedCells(torch.autograd.Function):
 
 
 GEMM_ALIGN = 8  # MKL's (rows × k') @ (k' × k') at 162,540 rows: 57.8 ms at k' = 130, 41.2 ms at 136
+# The augmented tables' two columns after the k factors (`augment_users`, `augment_items`), as offsets
+# from k: θ̃ = [θ, b_u + μ, 1], x̃ = [x, 1, b_i], so that θ̃ᵀx̃ = θᵀx + μ + b_u + b_i.
+USER_BIAS, USER_ONE = 0, 1
+ITEM_ONE, ITEM_BIAS = 0, 1
 
 
 def weighted_mask_terms(f: Factors, pen: Penalty, pattern: BatchRows, targets: Tensor, w0: float, fraction: float) -> LossTerms:
@@ -263,9 +267,9 @@ def weighted_mask_terms(f: Factors, pen: Penalty, pattern: BatchRows, targets: T
         ridge_user[:k] = pen.l2_user * fraction
     if pen.item_weight is None:
         ridge_item[:k] = pen.l2_item * fraction
-    if traced_bias:  # θ̃'s column k is b_u, x̃'s column k + 1 is b_i
-        ridge_user[k], ridge_item[k + 1] = pen.l2_bias * fraction, pen.l2_bias * fraction
-    constant = (k + 1, k) if packed else None  # a packed head's columns of ones stay 1
+    if traced_bias:
+        ridge_user[k + USER_BIAS], ridge_item[k + ITEM_BIAS] = pen.l2_bias * fraction, pen.l2_bias * fraction
+    constant = (k + USER_ONE, k + ITEM_ONE) if packed else None  # a packed head's columns of ones stay 1
     data, traced = WeightedCells.apply(theta_aug, x_aug, targets, pattern, w0, fraction, ridge_user, ridge_item, constant)
     rest = Penalty(0.0 if pen.user_weight is None else pen.l2_user,  # what the traces did not take
                    0.0 if pen.item_weight is None else pen.l2_item,
@@ -379,14 +383,14 @@ def packed_factors(users: Tensor, items: Tensor, rank: int) -> Factors:
 
 def packed_views(users: Tensor, items: Tensor, rank: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(θ, x, b_u, b_i): the views of `pack_head`'s tables that hold them."""
-    return users[:, :rank], items[:, :rank], users[:, rank], items[:, rank + 1]
+    return users[:, :rank], items[:, :rank], users[:, rank + USER_BIAS], items[:, rank + ITEM_BIAS]
 
 
 def reset_fixed_columns(users: Tensor, items: Tensor, rank: int) -> None:
     """Put `pack_head`'s fixed columns back in place: its ones (1) and its zero padding (0)."""
     with torch.no_grad():
-        users[:, rank + 1], users[:, rank + 2:] = 1.0, 0.0
-        items[:, rank], items[:, rank + 2:] = 1.0, 0.0
+        users[:, rank + USER_ONE], users[:, rank + 2:] = 1.0, 0.0
+        items[:, rank + ITEM_ONE], items[:, rank + 2:] = 1.0, 0.0
 
 
 def _padded(columns: list[Tensor], pad: int) -> Tensor:

@@ -24,7 +24,12 @@ from cfrec.objectives.weighted import WeightedMask
 
 OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (Squared, WeightedMask, BPR, Joint)}
 
-__all__ = ["OBJECTIVES", "BPR", "Joint", "NotSupported", "Objective", "Squared", "WeightedMask", "make_objective"]
+# Options added after models of an objective were first saved, with the value those models were
+# trained with: a saved config without one predates it (`saved_objective`).
+PREDATED_OPTIONS: dict[str, dict[str, Any]] = {"weighted": {"popularity_exponent": 0.0}}
+
+__all__ = ["OBJECTIVES", "BPR", "Joint", "NotSupported", "Objective", "Squared", "WeightedMask", "make_objective",
+           "saved_objective"]
 
 
 def make_objective(spec: str | Mapping[str, Any] | Objective) -> Objective:
@@ -36,3 +41,11 @@ def make_objective(spec: str | Mapping[str, Any] | Objective) -> Objective:
     if name not in OBJECTIVES:
         raise ConfigError("objective.name", f"unknown objective {name!r}; known: {', '.join(OBJECTIVES)}")
     return OBJECTIVES[name](**options)
+
+
+def saved_objective(spec: Any) -> Any:
+    """The objective config of a saved model, with the options it predates (`PREDATED_OPTIONS`) set
+    to what it was trained with, so a model saved before an option existed loads as it was."""
+    if not isinstance(spec, Mapping):
+        return spec
+    return {**PREDATED_OPTIONS.get(spec.get("name"), {}), **spec}
