@@ -1,6 +1,6 @@
 """Time to EASE's quality: the reference EASE against the weighted mask by ALS, alternated in one process.
 
-    python scripts/bench_time_to_ease.py --data ../shared/data/ml-1m --rank 32 --sweeps 6
+    python scripts/bench_time_to_ease.py --data ../shared/data/ml-1m --rank 40 --sweeps 5
 
 EASE's λ defaults to 2000, the value the benchmark's peers section chooses on ML-1M by NDCG@10 on a
 validation slice of train. The cfrec model is ``model=cf_weighted model.rank=R train.epochs=S
@@ -29,8 +29,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ml-1m"))
     parser.add_argument("--ease-lambda", type=float, default=2000.0)
-    parser.add_argument("--rank", type=int, default=32)
-    parser.add_argument("--sweeps", type=int, default=6)
+    parser.add_argument("--rank", type=int, default=40)
+    parser.add_argument("--sweeps", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds after one untimed")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
