@@ -87,8 +87,8 @@ class CellTable:
             return torch.full(keys.shape, float("nan"), dtype=torch.float32, device=keys.device)
         read = torch.unique(rows.reshape(-1)).long()  # ascending
         if len(read) > self._block_rows():
-            pos = torch.searchsorted(self.keys, keys).clamp(max=len(self.keys) - 1)
-            return torch.where(self.keys[pos] == keys, self.values[pos], float("nan"))
+            pos, hit = _find(self.keys, keys)
+            return torch.where(hit, self.values[pos], float("nan"))
         starts = self.row_starts[read]
         lengths = self.row_starts[read + 1] - starts
         ends = torch.cumsum(lengths, 0)
@@ -102,7 +102,12 @@ class CellTable:
             local = torch.searchsorted(read, rows.long().contiguous()) * self.width + cols.long()
             return block.index_select(0, local.reshape(-1)).view(keys.shape)
         near = self.keys.index_select(0, cells)  # the read rows' keys, still ascending: a search in them stays in cache
-        flat = keys.reshape(-1)
-        pos = torch.searchsorted(near, flat).clamp_(max=len(near) - 1)
-        hit = near.index_select(0, pos) == flat
+        pos, hit = _find(near, keys.reshape(-1))
         return torch.where(hit, self.values.index_select(0, cells.index_select(0, pos)), float("nan")).view(keys.shape)
+
+
+def _find(sorted_keys: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
+    """(position, found) of each of ``keys`` among ``sorted_keys`` (ascending, not empty): where it
+    is, or would be inserted (clamped to the last), and whether it is there."""
+    pos = torch.searchsorted(sorted_keys, keys).clamp_(max=len(sorted_keys) - 1)
+    return pos, sorted_keys.index_select(0, pos.reshape(-1)).view(pos.shape) == keys

@@ -20,7 +20,7 @@ sweep is linear in the ratings (× f²) plus (users + movies) × f³, at any cat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -89,21 +89,19 @@ class AlsData:
 
     def with_targets(self, value: float) -> "AlsData":
         """The same blocks with every rated cell's target ``value`` (binary targets)."""
-        def constant(side: RowBlocks) -> RowBlocks:
-            vals = [torch.where(c < side.n_cols, value, 0.0).to(v.dtype) for c, v in zip(side.cols, side.values)]
-            return RowBlocks(side.rows, side.cols, vals, side.n_rows, side.n_cols)
-        return AlsData(constant(self.by_user), constant(self.by_item))
+        def constant(side: RowBlocks) -> list[Tensor]:
+            return [torch.where(c < side.n_cols, value, 0.0).to(v.dtype) for c, v in zip(side.cols, side.values)]
+        return self._with_values(constant(self.by_user), constant(self.by_item))
 
     def scaled_by_item(self, scale: Tensor) -> "AlsData":
         """The same blocks with every rated cell's target × its movie's ``scale`` (n_items,)."""
         padded = torch.cat([scale, scale.new_zeros(1)])  # the padding column's targets stay 0
-        by_user = self.by_user
-        user_side = RowBlocks(by_user.rows, by_user.cols, [v * padded[c] for c, v in zip(by_user.cols, by_user.values)],
-                              by_user.n_rows, by_user.n_cols)
-        by_item = self.by_item
-        item_side = RowBlocks(by_item.rows, by_item.cols, [v * scale[r][:, None] for r, v in zip(by_item.rows, by_item.values)],
-                              by_item.n_rows, by_item.n_cols)
-        return AlsData(user_side, item_side)
+        return self._with_values([v * padded[c] for c, v in zip(self.by_user.cols, self.by_user.values)],
+                                 [v * scale[r][:, None] for r, v in zip(self.by_item.rows, self.by_item.values)])
+
+    def _with_values(self, by_user: list[Tensor], by_item: list[Tensor]) -> "AlsData":
+        """The same blocks with other targets, block by block."""
+        return AlsData(replace(self.by_user, values=by_user), replace(self.by_item, values=by_item))
 
 
 def solve_rows(blocks: RowBlocks, fixed: Tensor, offset: Tensor | None, reg: Tensor, w0: float = 0.0,
