@@ -84,7 +84,7 @@ class CellTable:
         (few reads a row: the 25M default's blend predicting 409k validation pairs × 30 neighbours of a
         162,540 × 59,047 table, 7.0 s against 36.1 s with a block per chunk; one thread)."""
         if keys.numel() == 0 or len(self.keys) == 0:  # nothing read, or nothing stored: all absent
-            return torch.full(keys.shape, float("nan"), dtype=torch.float32, device=keys.device)
+            return _absent(keys)
         read = torch.unique(rows.reshape(-1)).long()  # ascending
         if len(read) > self._block_rows():
             pos, hit = _find(self.keys, keys)
@@ -94,7 +94,7 @@ class CellTable:
         ends = torch.cumsum(lengths, 0)
         cells = torch.arange(int(ends[-1]), device=keys.device) + torch.repeat_interleave(starts - (ends - lengths), lengths)
         if len(cells) == 0:  # the rows read hold no cell
-            return torch.full(keys.shape, float("nan"), dtype=torch.float32, device=keys.device)
+            return _absent(keys)
         if keys.numel() * SEARCH_COST >= len(read) * self.width:  # reads dense enough to pay for a block of the rows
             shift = torch.repeat_interleave((read - torch.arange(len(read), device=read.device)) * self.width, lengths)
             block = torch.full((len(read) * self.width,), float("nan"), dtype=torch.float32, device=keys.device)
@@ -104,6 +104,11 @@ class CellTable:
         near = self.keys.index_select(0, cells)  # the read rows' keys, still ascending: a search in them stays in cache
         pos, hit = _find(near, keys.reshape(-1))
         return torch.where(hit, self.values.index_select(0, cells.index_select(0, pos)), float("nan")).view(keys.shape)
+
+
+def _absent(keys: Tensor) -> Tensor:
+    """NaN, "no cell", for each of ``keys``."""
+    return torch.full(keys.shape, float("nan"), dtype=torch.float32, device=keys.device)
 
 
 def _find(sorted_keys: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
